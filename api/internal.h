@@ -1,0 +1,98 @@
+/*
+ * internal.h - what the route handlers share: the request context, the
+ * reply they fill, and the route table's entry type.
+ */
+#ifndef QT_API_INTERNAL_H
+#define QT_API_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "api/api.h"
+#include "common/buf.h"
+#include "common/error.h"
+#include "daemon/sched.h"
+
+#define API_MAX_WAIT 600    /* longest long poll, seconds */
+
+/* What a handler answers: JSON (owned, stolen by the server), a raw body
+ * (malloc'd, stolen), or a file descriptor to send; or an error. */
+struct reply {
+    int status;
+    json_t *json;
+    char *raw;
+    size_t raw_len;
+    int fd;                 /* >= 0: send this file (closed by the server) */
+    const char *content_type;
+    bool suspended;         /* the handler suspended the connection */
+    struct qt_error err;    /* used when status is 0 and json is NULL */
+};
+
+struct request {
+    struct buf body;
+    bool too_large;
+    struct MHD_Connection *conn;
+    struct api *api;
+    /* long poll */
+    struct sched_waiter waiter;
+    bool waiting;           /* suspended; the next call answers */
+};
+
+struct api {
+    struct MHD_Daemon *mhd;
+    struct sched *s;
+    struct api_config cfg;
+    char *db_path;
+    double start_time;
+};
+
+struct route_ctx {
+    struct api *api;
+    struct request *req;
+    struct MHD_Connection *conn;
+    const char *param;      /* the {} path segment, if any */
+    json_t *body;           /* parsed JSON body, POST only */
+};
+
+typedef void (*route_fn)(struct route_ctx *c, struct reply *r);
+
+struct route {
+    const char *method;
+    const char *path;       /* "{}" matches one segment */
+    route_fn fn;
+    const char *const *query; /* accepted query keys, NULL-terminated */
+    bool has_body;
+};
+
+extern const struct route api_routes[];
+extern const size_t api_nroutes;
+
+/* Handlers */
+void api_health(struct route_ctx *c, struct reply *r);
+void api_metrics_csv(struct route_ctx *c, struct reply *r);
+void api_pilots_create(struct route_ctx *c, struct reply *r);
+void api_pilots_list(struct route_ctx *c, struct reply *r);
+void api_pilots_show(struct route_ctx *c, struct reply *r);
+void api_pilots_cancel(struct route_ctx *c, struct reply *r);
+void api_tasks_submit(struct route_ctx *c, struct reply *r);
+void api_tasks_list(struct route_ctx *c, struct reply *r);
+void api_tasks_show(struct route_ctx *c, struct reply *r);
+void api_tasks_cancel(struct route_ctx *c, struct reply *r);
+void api_tasks_stdout(struct route_ctx *c, struct reply *r);
+void api_tasks_stderr(struct route_ctx *c, struct reply *r);
+
+/* Helpers for handlers */
+const char *api_query(struct route_ctx *c, const char *key);
+/* Parses a positive decimal id; fills r->err (404 naming what) if not. */
+int api_parse_id(const char *s, const char *what, int64_t *id, struct reply *r);
+/* Parses a non-negative decimal within [min, max] for query key. */
+int api_query_int(struct route_ctx *c, const char *key, long long min,
+                  long long max, long long *out, struct reply *r);
+/* Sets a JSON answer with status, or the error if json is NULL. */
+void api_reply_json(struct reply *r, int status, json_t *json,
+                    const struct qt_error *err);
+
+#endif

@@ -1,0 +1,387 @@
+/*
+ * server.c - libmicrohttpd set-up, request bodies, routing and responses.
+ *
+ * Per-request state lives in *req_cls (struct request), created on the
+ * first call of the access handler and freed in the completion callback.
+ * A request is routed once its body is complete; the route table (routes.c)
+ * maps method and path to a handler, which fills a struct reply.  Every
+ * error becomes {"error": {"code", "message", "field"}} here, in one place.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/internal.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+
+static struct MHD_Response *response_from_json(json_t *json)
+{
+    char *text = json_dumps(json, JSON_COMPACT);
+    struct MHD_Response *resp;
+    size_t len;
+
+    if (!text)
+        abort();
+    len = strlen(text);
+    text[len] = '\0';
+    resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            "application/json");
+    return resp;
+}
+
+static json_t *error_json(const struct qt_error *err)
+{
+    json_t *e = json_pack("{s:s, s:s}", "code", err->code[0] ? err->code : "error",
+                          "message", err->message);
+
+    if (err->field[0])
+        json_object_set_new(e, "field", json_string(err->field));
+    return json_pack("{s:o}", "error", e);
+}
+
+void api_reply_json(struct reply *r, int status, json_t *json,
+                    const struct qt_error *err)
+{
+    if (json) {
+        r->status = status;
+        r->json = json;
+    } else {
+        if (err != &r->err)
+            r->err = *err;
+        r->status = r->err.status ? r->err.status : 500;
+        r->json = error_json(&r->err);
+    }
+}
+
+static void reply_error(struct reply *r, int status, const char *code,
+                        const char *field, const char *msg)
+{
+    qt_error_set(&r->err, status, code, field, "%s", msg);
+    api_reply_json(r, status, NULL, &r->err);
+}
+
+static enum MHD_Result queue_reply(struct MHD_Connection *conn, struct reply *r,
+                                   const char *allow)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    if (r->fd >= 0) {
+        struct stat st;
+
+        if (fstat(r->fd, &st) < 0) {
+            close(r->fd);
+            r->fd = -1;
+            reply_error(r, 500, "internal", NULL, "cannot read output file");
+            return queue_reply(conn, r, NULL);
+        }
+        resp = MHD_create_response_from_fd((uint64_t)st.st_size, r->fd);
+    } else if (r->raw) {
+        resp = MHD_create_response_from_buffer(r->raw_len, r->raw,
+                                               MHD_RESPMEM_MUST_FREE);
+        r->raw = NULL;
+    } else {
+        if (!r->json)
+            api_reply_json(r, 500, NULL, &r->err);
+        resp = response_from_json(r->json);
+        json_decref(r->json);
+        r->json = NULL;
+    }
+    if (!resp)
+        return MHD_NO;
+    if (r->content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                r->content_type);
+    if (allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    ret = MHD_queue_response(conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* Matches path against a route pattern; stores the {} segment in param. */
+static bool path_match(const char *pattern, const char *path, char *param,
+                       size_t len)
+{
+    while (*pattern && *path) {
+        if (pattern[0] == '{' && pattern[1] == '}') {
+            size_t n = strcspn(path, "/");
+
+            if (n == 0 || n >= len)
+                return false;
+            memcpy(param, path, n);
+            param[n] = '\0';
+            path += n;
+            pattern += 2;
+            continue;
+        }
+        if (*pattern++ != *path++)
+            return false;
+    }
+    return *pattern == '\0' && *path == '\0';
+}
+
+struct query_check {
+    const char *const *allowed;
+    const char *bad;
+};
+
+static enum MHD_Result query_check_one(void *cls, enum MHD_ValueKind kind,
+                                       const char *key, const char *value)
+{
+    struct query_check *qc = cls;
+
+    (void)kind;
+    (void)value;
+    for (const char *const *k = qc->allowed; k && *k; k++)
+        if (strcmp(*k, key) == 0)
+            return MHD_YES;
+    qc->bad = key;
+    return MHD_NO;
+}
+
+static bool content_type_json(struct MHD_Connection *conn)
+{
+    const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_TYPE);
+    size_t n = strlen("application/json");
+
+    return ct && strncasecmp(ct, "application/json", n) == 0
+           && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* Routes a complete request and queues its answer. */
+static enum MHD_Result dispatch(struct api *a, struct request *req,
+                                struct MHD_Connection *conn, const char *url,
+                                const char *method)
+{
+    struct reply r = { .fd = -1 };
+    char param[128] = "", allow[64] = "";
+    const struct route *route = NULL;
+    bool path_known = false;
+    struct route_ctx c = { .api = a, .req = req, .conn = conn };
+    struct query_check qc = { NULL, NULL };
+    enum MHD_Result ret;
+
+    for (size_t i = 0; i < api_nroutes; i++) {
+        if (!path_match(api_routes[i].path, url, param, sizeof(param)))
+            continue;
+        path_known = true;
+        if (strcmp(api_routes[i].method, method) == 0) {
+            route = &api_routes[i];
+            break;
+        }
+        if (strlen(allow) + strlen(api_routes[i].method) + 3 < sizeof(allow)) {
+            if (allow[0])
+                strcat(allow, ", ");
+            strcat(allow, api_routes[i].method);
+        }
+    }
+    if (!route) {
+        if (path_known) {
+            char msg[128];
+
+            snprintf(msg, sizeof(msg), "method %.16s not allowed here; allowed: %s",
+                     method, allow);
+            reply_error(&r, 405, "method_not_allowed", NULL, msg);
+            return queue_reply(conn, &r, allow);
+        }
+        reply_error(&r, 404, "not_found", NULL, "no such endpoint");
+        return queue_reply(conn, &r, NULL);
+    }
+    c.param = param[0] ? param : NULL;
+
+    qc.allowed = route->query;
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, query_check_one, &qc);
+    if (qc.bad) {
+        char msg[160];
+
+        snprintf(msg, sizeof(msg), "unknown query parameter '%.64s'", qc.bad);
+        reply_error(&r, 400, "invalid_argument", qc.bad, msg);
+        return queue_reply(conn, &r, NULL);
+    }
+    if (req->too_large) {
+        char msg[96];
+
+        snprintf(msg, sizeof(msg), "request body larger than %zu bytes",
+                 a->cfg.max_body);
+        reply_error(&r, 413, "payload_too_large", NULL, msg);
+        return queue_reply(conn, &r, NULL);
+    }
+    if (route->has_body) {
+        json_error_t jerr;
+
+        if (!content_type_json(conn)) {
+            reply_error(&r, 415, "unsupported_media_type", NULL,
+                        "send the body as Content-Type: application/json");
+            return queue_reply(conn, &r, NULL);
+        }
+        if (req->body.len == 0) {
+            reply_error(&r, 400, "invalid_json", NULL, "the request body is empty");
+            return queue_reply(conn, &r, NULL);
+        }
+        c.body = json_loadb(req->body.data, req->body.len,
+                            JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+        if (!c.body) {
+            char msg[256];
+
+            snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s",
+                     jerr.line, jerr.column, jerr.text);
+            reply_error(&r, 400, "invalid_json", NULL, msg);
+            return queue_reply(conn, &r, NULL);
+        }
+    } else if (req->body.len > 0) {
+        reply_error(&r, 400, "invalid_argument", NULL,
+                    "this endpoint takes no request body");
+        return queue_reply(conn, &r, NULL);
+    }
+
+    route->fn(&c, &r);
+    json_decref(c.body);
+    if (r.suspended)
+        return MHD_YES;
+    ret = queue_reply(conn, &r, NULL);
+    return ret;
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn,
+                                      const char *url, const char *method,
+                                      const char *version,
+                                      const char *upload_data,
+                                      size_t *upload_data_size, void **req_cls)
+{
+    struct api *a = cls;
+    struct request *req = *req_cls;
+
+    (void)version;
+    if (!req) {
+        req = calloc(1, sizeof(*req));
+        if (!req)
+            return MHD_NO;
+        req->conn = conn;
+        req->api = a;
+        *req_cls = req;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        if (req->body.len + *upload_data_size > a->cfg.max_body) {
+            req->too_large = true;
+            buf_release(&req->body);
+        } else if (!req->too_large) {
+            buf_add(&req->body, upload_data, *upload_data_size);
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return dispatch(a, req, conn, url, method);
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    struct api *a = cls;
+    struct request *req = *req_cls;
+
+    (void)conn;
+    (void)toe;
+    if (!req)
+        return;
+    if (req->waiter.registered)
+        sched_task_unwatch(a->s, &req->waiter);
+    buf_release(&req->body);
+    free(req);
+    *req_cls = NULL;
+}
+
+struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
+                      struct qt_error *err)
+{
+    struct api *a = calloc(1, sizeof(*a));
+    struct sockaddr_in6 sa6;
+    struct sockaddr_in sa4;
+    const struct sockaddr *sa;
+    const union MHD_DaemonInfo *info;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL
+                     | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+
+    if (!a) {
+        qt_error_set(err, 503, "unavailable", NULL, "out of memory");
+        return NULL;
+    }
+    a->s = s;
+    a->cfg = *cfg;
+    a->db_path = strdup(cfg->db_path);
+    a->cfg.db_path = a->db_path;
+    a->start_time = time_mono();
+
+    memset(&sa4, 0, sizeof(sa4));
+    memset(&sa6, 0, sizeof(sa6));
+    if (inet_pton(AF_INET, cfg->host, &sa4.sin_addr) == 1) {
+        sa4.sin_family = AF_INET;
+        sa4.sin_port = htons((uint16_t)cfg->port);
+        sa = (const struct sockaddr *)&sa4;
+    } else if (inet_pton(AF_INET6, cfg->host, &sa6.sin6_addr) == 1) {
+        sa6.sin6_family = AF_INET6;
+        sa6.sin6_port = htons((uint16_t)cfg->port);
+        sa = (const struct sockaddr *)&sa6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        qt_error_set(err, 400, "invalid_argument", "listen",
+                     "listen address '%s' is not a numeric IPv4 or IPv6 address",
+                     cfg->host);
+        free(a->db_path);
+        free(a);
+        return NULL;
+    }
+    a->mhd = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL,
+                              access_handler, a,
+                              MHD_OPTION_SOCK_ADDR, sa,
+                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
+                              MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout,
+                              MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
+                              MHD_OPTION_NOTIFY_COMPLETED, completed, a,
+                              MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+                              MHD_OPTION_END);
+    if (!a->mhd) {
+        qt_error_set(err, 503, "unavailable", "listen",
+                     "cannot listen on %s:%d: %s", cfg->host, cfg->port,
+                     strerror(errno));
+        free(a->db_path);
+        free(a);
+        return NULL;
+    }
+    info = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    *port = info ? info->port : cfg->port;
+    return a;
+}
+
+void api_quiesce(struct api *a)
+{
+    MHD_socket fd;
+
+    if (!a || !a->mhd)
+        return;
+    fd = MHD_quiesce_daemon(a->mhd);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+void api_stop(struct api *a)
+{
+    if (!a)
+        return;
+    if (a->mhd)
+        MHD_stop_daemon(a->mhd);
+    free(a->db_path);
+    free(a);
+}

@@ -1,0 +1,208 @@
+/*
+ * main.c - qtaud: start-up, signal handling and shutdown.
+ *
+ * Threads: the main thread only waits for signals (they are blocked in
+ * every thread and taken with sigwaitinfo, so no handler runs anywhere);
+ * the store writer, the scheduler's timer and pool workers, and the HTTP
+ * server's threads do the work.
+ *
+ * SIGTERM/SIGINT: stop accepting connections, let running tasks finish
+ * within shutdown-grace, stop the rest (recorded as interrupted and
+ * requeued for the next start), flush the store, exit 0.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "common/log.h"
+#include "daemon/conf.h"
+#include "daemon/sched.h"
+#include "db/db.h"
+
+static int set_log_level(const char *name)
+{
+    static const struct {
+        const char *name;
+        enum log_level level;
+    } levels[] = {
+        { "error", LOG_LVL_ERROR }, { "warning", LOG_LVL_WARN },
+        { "info", LOG_LVL_INFO },   { "debug", LOG_LVL_DEBUG },
+    };
+
+    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+        if (strcmp(levels[i].name, name) == 0) {
+            log_threshold = levels[i].level;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Writes the bound port to <state-dir>/port atomically (tmp + rename), so
+ * a reader never sees a half-written number. */
+static int write_port_file(const char *state_dir, int port)
+{
+    char path[1100], tmp[1110];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/port", state_dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    f = fopen(tmp, "we");
+    if (!f)
+        return -1;
+    fprintf(f, "%d\n", port);
+    if (fclose(f) != 0)
+        return -1;
+    return rename(tmp, path);
+}
+
+static int make_state_dir(const char *dir)
+{
+    struct stat st;
+
+    if (mkdir(dir, 0700) == 0)
+        return 0;
+    if (errno != EEXIST)
+        return -1;
+    if (stat(dir, &st) < 0)
+        return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct qtaud_config cfg;
+    struct qt_error err = { 0 };
+    struct db_writer *writer = NULL;
+    struct sched *s = NULL;
+    struct api *api = NULL;
+    sqlite3 *db, *reader;
+    sigset_t sigs;
+    char db_path[1100], hostname[256];
+    int port = 0, rc = 1;
+
+    if (config_load(&cfg, argc, argv, &err) < 0) {
+        fprintf(stderr, "qtaud: %s\n", err.message);
+        return 2;
+    }
+    if (cfg.help) {
+        config_usage(stdout);
+        return 0;
+    }
+    if (cfg.version) {
+        printf("qtaud %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    set_log_level(cfg.log_level);
+    if (geteuid() == 0 && !cfg.allow_root) {
+        fprintf(stderr, "qtaud: refusing to run as root: every task would run as "
+                        "root too; run as a dedicated user, or pass --allow-root "
+                        "if you mean it\n");
+        return 2;
+    }
+    if (make_state_dir(cfg.state_dir) < 0) {
+        fprintf(stderr, "qtaud: state directory %s: %s\n", cfg.state_dir,
+                strerror(errno));
+        return 2;
+    }
+
+    /* Block the signals we handle before any thread exists, so every
+     * thread inherits the mask and only sigwaitinfo() below sees them.
+     * SIGPIPE is ignored: a client that hangs up is not a reason to die. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (gethostname(hostname, sizeof(hostname)) < 0)
+        snprintf(hostname, sizeof(hostname), "localhost");
+    hostname[sizeof(hostname) - 1] = '\0';
+    snprintf(db_path, sizeof(db_path), "%s/qtaud.db", cfg.state_dir);
+    db = db_open(db_path, &err);
+    if (!db)
+        goto out;
+    writer = db_writer_start(db);
+    if (!writer) {
+        db_close(db);
+        qt_error_set(&err, 503, "unavailable", NULL, "cannot start store writer: %s",
+                     strerror(errno));
+        goto out;
+    }
+    reader = db_open_reader(db_path, &err);
+    if (!reader)
+        goto out;
+    s = sched_create(&(struct sched_config){
+                         .state_dir = cfg.state_dir,
+                         .hostname = hostname,
+                         .local_cores = cfg.local_cores,
+                         .local_pilot = !cfg.no_local_pilot,
+                         .kill_grace = cfg.kill_grace,
+                     },
+                     writer, reader, &err);
+    db_close(reader);
+    if (!s || sched_start(s, &err) < 0)
+        goto out;
+    api = api_start(&(struct api_config){
+                        .host = cfg.listen_host,
+                        .port = cfg.listen_port,
+                        .threads = cfg.http_threads,
+                        .max_body = (size_t)cfg.max_body,
+                        .idle_timeout = (unsigned)cfg.idle_timeout,
+                        .max_connections = (unsigned)cfg.max_connections,
+                        .db_path = db_path,
+                    },
+                    s, &port, &err);
+    if (!api)
+        goto out;
+    if (write_port_file(cfg.state_dir, port) < 0)
+        log_warn("cannot write %s/port: %s", cfg.state_dir, strerror(errno));
+    log_info("qtaud %s listening on http://%s:%d/ (state in %s)", PACKAGE_VERSION,
+             cfg.listen_host, port, cfg.state_dir);
+
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&sigs, &si);
+
+        if (sig < 0)
+            continue;
+        if (sig == SIGHUP) {
+            /* logs go to stderr (journald): nothing to reopen yet */
+            log_info("SIGHUP: nothing to reload in this version");
+            continue;
+        }
+        log_info("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        break;
+    }
+    rc = 0;
+out:
+    if (rc != 0)
+        log_err("%s", err.message);
+    api_quiesce(api);
+    if (s)
+        sched_drain(s, cfg.shutdown_grace);
+    api_stop(api);
+    db_writer_stop(writer);
+    sched_destroy(s);
+    if (rc == 0) {
+        char path[1100];
+
+        snprintf(path, sizeof(path), "%s/port", cfg.state_dir);
+        unlink(path);
+        log_info("stopped");
+    }
+    return rc;
+}

@@ -1,0 +1,98 @@
+/*
+ * sched.h - the daemon's working set: pilots, tasks, queues, local pools.
+ *
+ * All pilots and tasks live in memory, indexed by id, under one mutex; the
+ * store (db/) is their durable record, written through the writer.  The API
+ * threads call in here to submit, look up and cancel; each local pilot runs
+ * a pool of worker threads that take tasks from the queues, run them with
+ * common/exec and record the outcome.  A timer thread fires long-poll
+ * deadlines.
+ *
+ * Functions that answer the API return new JSON references (the caller
+ * owns them) or NULL with err filled.
+ */
+#ifndef QT_SCHED_H
+#define QT_SCHED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "common/error.h"
+#include "db/db.h"
+
+struct sched;
+
+struct sched_config {
+    const char *state_dir;     /* task outputs go to <state_dir>/output */
+    const char *hostname;
+    int local_cores;           /* 0: online CPUs */
+    bool local_pilot;          /* create/keep the default pilot "local" */
+    double kill_grace;         /* SIGTERM -> SIGKILL, seconds */
+};
+
+/* A long-poll waiter, owned by the API.  fire() is called exactly once,
+ * with the scheduler's lock held, when the task ends, the deadline passes
+ * or the scheduler shuts down; it must not call back into the scheduler. */
+struct sched_waiter {
+    struct sched_waiter *next, *prev;  /* the scheduler's lists */
+    int64_t task_id;
+    double deadline;                   /* monotonic seconds */
+    bool registered;
+    void (*fire)(struct sched_waiter *w);
+};
+
+/* Creates the scheduler on a running writer and loads db's pilots and tasks
+ * (db is only read during the call).  Tasks found RUNNING - interrupted by a
+ * crash - are requeued.  Returns NULL with err filled. */
+struct sched *sched_create(const struct sched_config *cfg, struct db_writer *w,
+                           sqlite3 *db, struct qt_error *err);
+/* Starts pools and the timer.  Returns 0 or -1 with err. */
+int sched_start(struct sched *s, struct qt_error *err);
+/* Stops taking new work and waits up to grace seconds for running tasks;
+ * those still running are then killed and recorded as interrupted (their
+ * tasks go back to PENDING for the next start).  Fires all waiters. */
+void sched_drain(struct sched *s, double grace);
+void sched_destroy(struct sched *s);
+
+/* Pilots */
+json_t *sched_pilot_create(struct sched *s, json_t *body, struct qt_error *err);
+json_t *sched_pilot_get(struct sched *s, const char *ref, struct qt_error *err);
+json_t *sched_pilot_list(struct sched *s, struct qt_error *err);
+json_t *sched_pilot_cancel(struct sched *s, const char *ref, struct qt_error *err);
+
+/* Tasks.  body is one description (answer: the task) or an array (answer:
+ * {"ids": [...]}); returns only after the rows are committed. */
+json_t *sched_tasks_submit(struct sched *s, json_t *body, struct qt_error *err);
+json_t *sched_task_get(struct sched *s, int64_t id, struct qt_error *err);
+
+struct sched_task_filter {
+    int state;                 /* enum task_state, or -1 for any */
+    const char *pilot;         /* name or id, NULL any */
+    const char *name;          /* exact task name, NULL any */
+    int64_t after;             /* ids greater than this */
+    int limit;
+};
+json_t *sched_task_list(struct sched *s, const struct sched_task_filter *f,
+                        struct qt_error *err);
+json_t *sched_task_cancel(struct sched *s, int64_t id, struct qt_error *err);
+/* Path of the task's captured stdout (which = 1) or stderr (2). */
+int sched_task_output_path(struct sched *s, int64_t id, int which, char *path,
+                           size_t len, struct qt_error *err);
+
+/* Long poll: registers w for task id.  Returns 1 if the task is already
+ * terminal (w not registered), 0 when registered, -1 (404) if unknown. */
+int sched_task_watch(struct sched *s, int64_t id, struct sched_waiter *w,
+                     struct qt_error *err);
+/* Removes w if still registered (a no-op after it fired). */
+void sched_task_unwatch(struct sched *s, struct sched_waiter *w);
+
+/* Resolves a pilot name or id to its id; the metrics CSV filter uses it. */
+int sched_pilot_id(struct sched *s, const char *ref, int64_t *id,
+                   struct qt_error *err);
+/* Makes every change queued so far durable (for readers of the store). */
+int sched_sync(struct sched *s, struct qt_error *err);
+
+#endif

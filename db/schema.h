@@ -1,0 +1,98 @@
+/*
+ * schema.h - SQL text shared by db.c (migration, reads) and writer.c.
+ * Version 1 is the first schema; later versions append migration steps.
+ */
+#ifndef QT_DB_SCHEMA_H
+#define QT_DB_SCHEMA_H
+
+#define DB_SQL_SCHEMA_V1 \
+    "CREATE TABLE pilots (" \
+    " id INTEGER PRIMARY KEY," \
+    " name TEXT NOT NULL UNIQUE," \
+    " resource TEXT NOT NULL," \
+    " engine TEXT NOT NULL," \
+    " state TEXT NOT NULL," \
+    " description TEXT NOT NULL," \
+    " cores INTEGER NOT NULL," \
+    " reason TEXT," \
+    " create_time REAL NOT NULL," \
+    " start_time REAL," \
+    " end_time REAL);" \
+    "CREATE TABLE tasks (" \
+    " id INTEGER PRIMARY KEY," \
+    " name TEXT," \
+    " description TEXT NOT NULL," \
+    " pilot_id INTEGER," \
+    " pilot_scheduled TEXT NOT NULL," \
+    " state TEXT NOT NULL," \
+    " attempts INTEGER NOT NULL," \
+    " requeues INTEGER NOT NULL," \
+    " run_pilot_id INTEGER," \
+    " submit_time REAL NOT NULL," \
+    " start_time REAL," \
+    " end_time REAL," \
+    " exit_code INTEGER," \
+    " signal INTEGER," \
+    " error_msg TEXT," \
+    " hostname TEXT);" \
+    "CREATE TABLE task_metrics (" \
+    " seq INTEGER PRIMARY KEY," \
+    " task_id INTEGER NOT NULL," \
+    " attempt INTEGER NOT NULL," \
+    " task_name TEXT," \
+    " status TEXT NOT NULL," \
+    " error_msg TEXT," \
+    " submit_time REAL," \
+    " start_time REAL," \
+    " completion_time REAL," \
+    " pilot_scheduled TEXT NOT NULL," \
+    " exit_code INTEGER," \
+    " signal INTEGER," \
+    " pilot_id INTEGER," \
+    " hostname TEXT," \
+    " UNIQUE (task_id, attempt));" \
+    "CREATE INDEX task_metrics_pilot ON task_metrics (pilot_id);"
+
+/* Insert a new task or update its changing columns; one statement for both
+ * so the writer need not know which it is. */
+#define DB_SQL_TASK_UPSERT \
+    "INSERT INTO tasks (id, name, description, pilot_id, pilot_scheduled," \
+    " state, attempts, run_pilot_id, submit_time, start_time, end_time," \
+    " exit_code, signal, error_msg, hostname, requeues)" \
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15," \
+    " ?16)" \
+    " ON CONFLICT (id) DO UPDATE SET state = ?6, attempts = ?7," \
+    " run_pilot_id = ?8, start_time = ?10, end_time = ?11, exit_code = ?12," \
+    " signal = ?13, error_msg = ?14, hostname = ?15, requeues = ?16"
+
+/* An attempt's row is written once; a repeated report is ignored. */
+#define DB_SQL_METRICS_INSERT \
+    "INSERT OR IGNORE INTO task_metrics (task_id, attempt, task_name, status," \
+    " error_msg, submit_time, start_time, completion_time, pilot_scheduled," \
+    " exit_code, signal, pilot_id, hostname)" \
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+
+#define DB_SQL_PILOT_UPSERT \
+    "INSERT INTO pilots (id, name, resource, engine, state, description," \
+    " cores, reason, create_time, start_time, end_time)" \
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)" \
+    " ON CONFLICT (id) DO UPDATE SET state = ?5, reason = ?8," \
+    " start_time = ?10, end_time = ?11"
+
+#define DB_SQL_PILOT_LOAD \
+    "SELECT id, name, resource, engine, state, description, cores, reason," \
+    " create_time, start_time, end_time FROM pilots ORDER BY id"
+
+#define DB_SQL_TASK_LOAD \
+    "SELECT id, name, description, pilot_id, pilot_scheduled, state," \
+    " attempts, run_pilot_id, submit_time, start_time, end_time, exit_code," \
+    " signal, error_msg, hostname, requeues FROM tasks ORDER BY id"
+
+#define DB_SQL_METRICS_SELECT \
+    "SELECT completion_time, error_msg, start_time, pilot_scheduled, status," \
+    " submit_time, task_id, task_name, attempt, exit_code, signal, pilot_id," \
+    " hostname FROM task_metrics" \
+    " WHERE (?1 = 0 OR pilot_id = ?1) AND (?2 = 0 OR completion_time >= ?2)" \
+    " ORDER BY seq"
+
+#endif
