@@ -32,7 +32,6 @@ static struct MHD_Response *response_from_json(json_t *json)
     if (!text)
         abort();
     len = strlen(text);
-    text[len] = '\0';
     resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             "application/json");
@@ -231,7 +230,8 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
             return queue_reply(conn, &r, NULL);
         }
         c.body = json_loadb(req->body.data, req->body.len,
-                            JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+                            JSON_REJECT_DUPLICATES | JSON_DECODE_ANY
+                                | JSON_ALLOW_NUL, &jerr);
         if (!c.body) {
             char msg[256];
 
@@ -343,15 +343,23 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
         free(a);
         return NULL;
     }
-    a->mhd = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL,
-                              access_handler, a,
-                              MHD_OPTION_SOCK_ADDR, sa,
-                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
-                              MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout,
-                              MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
-                              MHD_OPTION_NOTIFY_COMPLETED, completed, a,
-                              MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
-                              MHD_OPTION_END);
+    {
+        struct MHD_OptionItem opts[] = {
+            { MHD_OPTION_SOCK_ADDR, 0, (void *)sa },
+            { MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout, NULL },
+            { MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL },
+            { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, a },
+            { MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL },
+            /* one thread means no pool: the polling thread serves */
+            { cfg->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+              cfg->threads, NULL },
+            { MHD_OPTION_END, 0, NULL },
+        };
+
+        a->mhd = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL,
+                                  access_handler, a, MHD_OPTION_ARRAY, opts,
+                                  MHD_OPTION_END);
+    }
     if (!a->mhd) {
         qt_error_set(err, 503, "unavailable", "listen",
                      "cannot listen on %s:%d: %s", cfg->host, cfg->port,

@@ -20,6 +20,7 @@ void buf_grow(struct buf *b, size_t extra)
     b->data = realloc(b->data, need);
     if (!b->data)
         abort();
+    b->data[b->len] = '\0';
     b->cap = need;
 }
 

@@ -1,0 +1,56 @@
+/*
+ * client.h - test helpers: start a real qtaud on a free loopback port with
+ * a temporary state dir, and talk to it over HTTP with libcurl.
+ */
+#ifndef QT_TEST_CLIENT_H
+#define QT_TEST_CLIENT_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+struct daemon {
+    pid_t pid;
+    char dir[256];       /* state dir; kept across restarts */
+    int port;
+    char url[64];
+};
+
+struct http_resp {
+    long status;
+    char *body;
+    size_t len;
+    json_t *json;        /* parsed body when it is JSON, else NULL */
+    char content_type[128];
+    char allow[128];
+};
+
+/* Starts qtaud ($QTAUD_BIN) with extra args (NULL-terminated, may be
+ * NULL).  d->dir is created when empty.  Returns 0 once the daemon
+ * answers /v1/health, -1 otherwise. */
+int daemon_start(struct daemon *d, const char *const *extra);
+/* Sends sig and waits for the exit; returns the wait status. */
+int daemon_stop(struct daemon *d, int sig);
+/* Removes the state dir. */
+void daemon_cleanup(struct daemon *d);
+
+/* One request; body may be NULL; ctype NULL means application/json. */
+int http(const struct daemon *d, const char *method, const char *path,
+         const char *body, const char *ctype, struct http_resp *r);
+void http_resp_free(struct http_resp *r);
+
+/* Request expecting a JSON answer with status want; returns the JSON (new
+ * reference) or NULL, printing what came instead. */
+json_t *http_json(const struct daemon *d, const char *method, const char *path,
+                  const char *body, long want);
+
+/* Long-polls task id until it is terminal (or timeout s); returns the
+ * task object (new reference). */
+json_t *wait_task(const struct daemon *d, long long id, double timeout);
+
+/* Field helpers */
+const char *jstr(json_t *o, const char *key);
+long long jint(json_t *o, const char *key);
+
+#endif
