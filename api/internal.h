@@ -43,6 +43,7 @@ struct request {
 
 struct api {
     struct MHD_Daemon *mhd;
+    MHD_socket quiesced_fd;   /* listening socket after api_quiesce() */
     struct sched *s;
     struct api_config cfg;
     char *db_path;

@@ -319,6 +319,7 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
         return NULL;
     }
     a->s = s;
+    a->quiesced_fd = MHD_INVALID_SOCKET;
     a->cfg = *cfg;
     a->db_path = strdup(cfg->db_path);
     a->cfg.db_path = a->db_path;
@@ -375,13 +376,11 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
 
 void api_quiesce(struct api *a)
 {
-    MHD_socket fd;
-
-    if (!a || !a->mhd)
+    if (!a || !a->mhd || a->quiesced_fd != MHD_INVALID_SOCKET)
         return;
-    fd = MHD_quiesce_daemon(a->mhd);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    /* the server's threads may still be letting go of the listening socket:
+     * it is closed only after they stop (api_stop) */
+    a->quiesced_fd = MHD_quiesce_daemon(a->mhd);
 }
 
 void api_stop(struct api *a)
@@ -390,6 +389,8 @@ void api_stop(struct api *a)
         return;
     if (a->mhd)
         MHD_stop_daemon(a->mhd);
+    if (a->quiesced_fd != MHD_INVALID_SOCKET)
+        close(a->quiesced_fd);
     free(a->db_path);
     free(a);
 }

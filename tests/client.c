@@ -68,6 +68,8 @@ int daemon_start(struct daemon *d, const char *const *extra)
     argv[n++] = (char *)"--allow-root";
     argv[n++] = (char *)"--log-level";
     argv[n++] = (char *)"warning";
+    argv[n++] = (char *)"--shutdown-grace";   /* tests may override */
+    argv[n++] = (char *)"2";
     for (int i = 0; extra && extra[i] && n < 62; i++)
         argv[n++] = (char *)extra[i];
     argv[n] = NULL;

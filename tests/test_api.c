@@ -31,8 +31,18 @@ static void start(const char *const *extra)
     ck_assert_msg(daemon_start(&d, extra) == 0, "qtaud did not start");
 }
 
+/* Stops the daemon the way systemd would; it must exit 0 (under ASan a
+ * leak or error at exit makes it fail, and so the test). */
 static void teardown(void)
 {
+    if (d.pid > 0) {
+        int status = daemon_stop(&d, SIGTERM);
+
+        daemon_cleanup(&d);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "qtaud did not exit cleanly (status %d)", status);
+        return;
+    }
     daemon_cleanup(&d);
 }
 
@@ -625,7 +635,7 @@ START_TEST(test_pilot_cancel_requeues)
     json_decref(t);
     /* the ANY task waits for another pilot, then runs there */
     t = http_json(&d, "GET", "/v1/tasks/2", NULL, 200);
-    ck_assert_int_eq(json_equal(json_object_get(t, "state"), json_string("PENDING")), 0 + 1);
+    ck_assert_str_eq(jstr(t, "state"), "PENDING");
     json_decref(t);
     p = http_json(&d, "POST", "/v1/pilots", "{\"name\": \"b\", \"cores\": 1}", 201);
     json_decref(p);
