@@ -25,7 +25,9 @@
 
 static struct MHD_Response *response_from_json(json_t *json)
 {
-    char *text = json_dumps(json, JSON_COMPACT);
+    /* 15 significant digits: what a double holds exactly in decimal, so a
+     * value a user sent comes back as sent, without binary noise */
+    char *text = json_dumps(json, JSON_COMPACT | JSON_REAL_PRECISION(15));
     struct MHD_Response *resp;
     size_t len;
 
