@@ -291,7 +291,6 @@ static void exec_wait(pid_t pid, const struct exec_spec *spec,
     for (;;) {
         struct pollfd pfd[2];
         int nfds = 0, ms;
-        double until = fmin(deadline, kill_at);
 
         memset(info, 0, sizeof(*info));
         if (waitid(P_PID, (id_t)pid, info, WEXITED | WNOHANG | WNOWAIT) == 0
@@ -316,14 +315,17 @@ static void exec_wait(pid_t pid, const struct exec_spec *spec,
             kill_at = INFINITY;
             continue;
         }
-        ms = poll_ms(until);
+        /* Once the group is signalled, only the SIGKILL time and the
+         * child's exit matter: the timeout deadline has passed and a cancel
+         * leaves the eventfd readable, so waiting on either would spin. */
+        ms = poll_ms(term_sent ? kill_at : deadline);
         if (pidfd >= 0) {
             pfd[nfds].fd = pidfd;
             pfd[nfds++].events = POLLIN;
         } else if (ms < 0 || ms > 10) {
             ms = 10; /* no pidfd (old kernel): poll the child every 10 ms */
         }
-        if (ctl) {
+        if (ctl && !term_sent) {
             pfd[nfds].fd = ctl->efd;
             pfd[nfds++].events = POLLIN;
         }
