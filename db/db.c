@@ -82,12 +82,14 @@ sqlite3 *db_open(const char *path, struct qt_error *err)
         return NULL;
     }
     sqlite3_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
-    /* WAL: readers never block the writer.  synchronous=NORMAL: a commit
+    /* Migrate first: a database from a newer qtaud is refused before
+     * anything (its journal mode included) is changed in the file.
+     * WAL: readers never block the writer.  synchronous=NORMAL: a commit
      * survives a crash of qtaud; only power loss can lose the last ones. */
-    if (db_exec(db, "PRAGMA journal_mode = WAL", err) < 0
+    if (db_migrate(db, err) < 0
+        || db_exec(db, "PRAGMA journal_mode = WAL", err) < 0
         || db_exec(db, "PRAGMA synchronous = NORMAL", err) < 0
-        || db_exec(db, "PRAGMA foreign_keys = OFF", err) < 0
-        || db_migrate(db, err) < 0) {
+        || db_exec(db, "PRAGMA foreign_keys = OFF", err) < 0) {
         sqlite3_close(db);
         return NULL;
     }

@@ -14,7 +14,9 @@
  * submitters answer 503 and the tasks never existed.  Every other change
  * (state, metrics, pilots of things already acknowledged) is kept and
  * retried with the next batch after a pause, so nothing acknowledged is
- * dropped.
+ * dropped.  The sequence numbers of dropped new tasks are remembered, so a
+ * submitter that comes to wait only after a later batch committed is still
+ * told its task was not stored.
  */
 #include "config.h"
 
@@ -59,8 +61,12 @@ struct db_writer {
     struct op *head, **tail;
     size_t depth;
     uint64_t next_seq;          /* last number handed out */
-    uint64_t committed_seq;     /* all changes <= this are committed */
+    uint64_t committed_seq;     /* all changes <= this are committed, but
+                                   those in dropped */
     uint64_t failed_seq;        /* the last failed batch ended here */
+    uint64_t *dropped;          /* seqs of new-task changes never committed,
+                                   ascending: one per submission answered 503 */
+    size_t ndropped, dropped_cap;
     char failure[256];
     bool stopping;
     struct db_writer_stats stats;
@@ -234,28 +240,65 @@ static int apply_op(struct db_writer *w, const struct op *op)
     return -1;
 }
 
-/* Applies the batch in one transaction.  Returns 0 or -1 (rolled back). */
-static int commit_batch(struct db_writer *w, struct op *batch, size_t *changes)
+/* Applies the batch in one transaction.  Returns 0, or -1 (rolled back)
+ * with SQLite's reason in why, taken before the ROLLBACK replaces it ("not
+ * an error", or "no transaction is active" when SQLite rolled back itself;
+ * after a failed BEGIN the ROLLBACK is a harmless no-op). */
+static int commit_batch(struct db_writer *w, struct op *batch, size_t *changes,
+                        char *why, size_t whylen)
 {
     *changes = 0;
     if (sqlite3_exec(w->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
-        return -1;
+        goto error;
     for (struct op *op = batch; op; op = op->next) {
         if (apply_op(w, op) < 0)
-            goto rollback;
+            goto error;
         *changes += op->kind == OP_TASKS ? op->n : 1;
     }
     if (sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-        goto rollback;
+        goto error;
     return 0;
-rollback:
+error:
+    snprintf(why, whylen, "%s", sqlite3_errmsg(w->db));
     sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
     return -1;
 }
 
+static void dropped_add(struct db_writer *w, uint64_t seq)
+{
+    if (w->ndropped == w->dropped_cap) {
+        w->dropped_cap = w->dropped_cap ? w->dropped_cap * 2 : 16;
+        w->dropped = realloc(w->dropped, w->dropped_cap * sizeof(*w->dropped));
+        if (!w->dropped)
+            abort();
+    }
+    w->dropped[w->ndropped++] = seq;
+}
+
+/* Whether seq was a new-task change dropped from a failed batch.  Called
+ * with the lock held. */
+static bool dropped_has(const struct db_writer *w, uint64_t seq)
+{
+    size_t lo = 0, hi = w->ndropped;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (w->dropped[mid] == seq)
+            return true;
+        if (w->dropped[mid] < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
 /* Removes the new-task ops from a failed batch (their submitters are told
- * the submission failed) and returns the rest, in order. */
-static struct op *drop_inserts(struct op *batch)
+ * the submission failed) and returns the rest, in order.  Called with the
+ * lock held.  The seqs recorded stay ascending: a retried batch holds no
+ * new tasks, and everything after it was queued later. */
+static struct op *drop_inserts(struct db_writer *w, struct op *batch)
 {
     struct op *keep = NULL, **tail = &keep;
 
@@ -263,6 +306,7 @@ static struct op *drop_inserts(struct op *batch)
         struct op *next = batch->next;
 
         if (batch->kind == OP_TASKS && batch->is_insert) {
+            dropped_add(w, batch->seq);
             op_free(batch);
         } else {
             batch->next = NULL;
@@ -284,6 +328,7 @@ static void *writer_main(void *arg)
         struct op *batch, *last;
         uint64_t upto;
         size_t changes;
+        char why[sizeof(w->failure)];
         int rc;
 
         while (!w->head && !retry && !w->stopping)
@@ -305,7 +350,7 @@ static void *writer_main(void *arg)
         }
         pthread_mutex_unlock(&w->lock);
 
-        rc = commit_batch(w, batch, &changes);
+        rc = commit_batch(w, batch, &changes, why, sizeof(why));
 
         pthread_mutex_lock(&w->lock);
         if (rc == 0) {
@@ -322,10 +367,9 @@ static void *writer_main(void *arg)
 
             w->failed_seq = upto;
             w->stats.failures++;
-            snprintf(w->failure, sizeof(w->failure), "%s",
-                     sqlite3_errmsg(w->db));
+            snprintf(w->failure, sizeof(w->failure), "%s", why);
             log_err("store commit failed, will retry: %s", w->failure);
-            retry = drop_inserts(batch);
+            retry = drop_inserts(w, batch);
             pthread_cond_broadcast(&w->done);
             pthread_mutex_unlock(&w->lock);
             nanosleep(&pause, NULL);
@@ -412,6 +456,7 @@ void db_writer_stop(struct db_writer *w)
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->wake);
     pthread_cond_destroy(&w->done);
+    free(w->dropped);
     free(w);
 }
 
@@ -487,7 +532,10 @@ int db_writer_wait(struct db_writer *w, uint64_t seq, struct qt_error *err)
     int rc = 0;
 
     pthread_mutex_lock(&w->lock);
-    while (w->committed_seq < seq) {
+    for (;;) {
+        /* a dropped new task stays failed after later batches commit */
+        if (w->committed_seq >= seq && !dropped_has(w, seq))
+            break;
         if (w->failed_seq >= seq) {
             qt_error_set(err, 503, "store_unavailable", NULL,
                          "the store could not commit: %s", w->failure);
