@@ -226,9 +226,15 @@ int task_spec_parse(json_t *obj, const char *prefix, struct task_spec *spec,
 
     memset(spec, 0, sizeof(*spec));
     spec->cores = 1;
-    if (!json_is_object(obj))
-        return qt_error_arg(err, prefix[0] ? prefix : NULL,
-                            "a task must be a JSON object");
+    if (!json_is_object(obj)) {
+        /* the element itself is at fault: "[3]", not "[3]." */
+        size_t n = strlen(prefix);
+
+        if (n && prefix[n - 1] == '.')
+            n--;
+        snprintf(c.name, sizeof(c.name), "%.*s", (int)n, prefix);
+        return qt_error_arg(err, c.name, "a task must be a JSON object");
+    }
     if (check_known(obj, task_fields, &c) < 0)
         return -1;
 
@@ -401,8 +407,20 @@ static const char *const pilot_fields[] = {
     "scheduler_script_commands", "environment", "working_directory", NULL,
 };
 
-/* SLURM's optional strings count only when present, non-null, non-empty
- * and not "None" (the Python predecessor passed "None" to sbatch). */
+/* SLURM's optional fields count only when present, non-null, non-empty
+ * and not "None" (the Python predecessor passed "None" to sbatch); a local
+ * pilot may carry them in that absent form. */
+static bool slurm_value_given(json_t *v)
+{
+    if (!v || json_is_null(v))
+        return false;
+    if (json_is_string(v)
+        && (json_string_value(v)[0] == '\0'
+            || strcmp(json_string_value(v), "None") == 0))
+        return false;
+    return true;
+}
+
 static int get_optional_slurm_string(json_t *obj, struct field_ctx *c,
                                      const char *field, char **out)
 {
@@ -413,7 +431,7 @@ static int get_optional_slurm_string(json_t *obj, struct field_ctx *c,
         return 0;
     if (get_cstring(v, c, field, &s) < 0)
         return -1;
-    if (s[0] == '\0' || strcmp(s, "None") == 0)
+    if (!slurm_value_given(v))
         return 0;
     if (strlen(s) > SPEC_MAX_NAME)
         return qt_error_arg(c->err, fname(c, field), "%s is longer than %d bytes",
@@ -519,7 +537,7 @@ int pilot_spec_parse(json_t *obj, struct pilot_spec *spec, struct qt_error *err)
     }
     if (spec->resource == RESOURCE_LOCAL) {
         for (size_t i = 0; i < sizeof(slurm_only) / sizeof(slurm_only[0]); i++) {
-            if (json_object_get(obj, slurm_only[i])) {
+            if (slurm_value_given(json_object_get(obj, slurm_only[i]))) {
                 qt_error_arg(err, slurm_only[i],
                              "%s applies to slurm pilots only", slurm_only[i]);
                 goto error;
