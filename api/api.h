@@ -30,8 +30,6 @@ struct api;
  * set to the bound port. */
 struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
                       struct qt_error *err);
-/* Stops accepting connections; open ones are still served. */
-void api_quiesce(struct api *a);
 /* Closes everything; waiters must have been fired (sched_drain). */
 void api_stop(struct api *a);
 

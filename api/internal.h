@@ -39,11 +39,13 @@ struct request {
     /* long poll */
     struct sched_waiter waiter;
     bool waiting;           /* suspended; the next call answers */
+    /* an answer found while suspended, given on the next call */
+    json_t *stash;
+    struct qt_error stash_err;
 };
 
 struct api {
     struct MHD_Daemon *mhd;
-    MHD_socket quiesced_fd;   /* listening socket after api_quiesce() */
     struct sched *s;
     struct api_config cfg;
     char *db_path;
@@ -84,6 +86,10 @@ void api_tasks_show(struct route_ctx *c, struct reply *r);
 void api_tasks_cancel(struct route_ctx *c, struct reply *r);
 void api_tasks_stdout(struct route_ctx *c, struct reply *r);
 void api_tasks_stderr(struct route_ctx *c, struct reply *r);
+void api_agent_register(struct route_ctx *c, struct reply *r);
+void api_agent_lease(struct route_ctx *c, struct reply *r);
+void api_agent_report(struct route_ctx *c, struct reply *r);
+void api_agent_heartbeat(struct route_ctx *c, struct reply *r);
 
 /* Helpers for handlers */
 const char *api_query(struct route_ctx *c, const char *key);

@@ -3,13 +3,46 @@
  */
 #include "config.h"
 
+#include <stddef.h>
+
 #include "api/internal.h"
 
+static void created_fire(struct sched_waiter *w)
+{
+    struct request *req = (struct request *)(void *)((char *)w
+                                                     - offsetof(struct request, waiter));
+
+    MHD_resume_connection(req->conn);
+}
+
+/* A local pilot is answered at once.  A SLURM pilot's answer is SLURM's
+ * (the job id, or its refusal), which the SLURM thread gets while the
+ * connection is suspended: no server thread waits for slurmctld. */
 void api_pilots_create(struct route_ctx *c, struct reply *r)
 {
-    json_t *out = sched_pilot_create(c->api->s, c->body, &r->err);
+    struct request *req = c->req;
+    json_t *out = NULL;
+    int rc;
 
-    api_reply_json(r, 201, out, &r->err);
+    if (req->waiting) {
+        if (!req->stash && !req->stash_err.status)
+            req->stash = sched_pilot_submitted(c->api->s, req->waiter.pilot_id,
+                                               &req->stash_err);
+        api_reply_json(r, 201, req->stash, &req->stash_err);
+        req->stash = NULL;
+        return;
+    }
+    req->waiting = true;
+    req->waiter.fire = created_fire;
+    MHD_suspend_connection(c->conn);
+    r->suspended = true;
+    rc = sched_pilot_create(c->api->s, c->body, &req->waiter, &out, &req->stash_err);
+    if (rc != 1) {
+        req->stash = out;
+        if (!out && !req->stash_err.status)
+            req->stash_err.status = 500;
+        MHD_resume_connection(c->conn);
+    }
 }
 
 void api_pilots_list(struct route_ctx *c, struct reply *r)

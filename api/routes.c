@@ -31,6 +31,10 @@ const struct route api_routes[] = {
     { "GET", "/v1/tasks/{}/stdout", api_tasks_stdout, no_query, false },
     { "GET", "/v1/tasks/{}/stderr", api_tasks_stderr, no_query, false },
     { "GET", "/v1/metrics.csv", api_metrics_csv, metrics_query, false },
+    { "POST", "/v1/agent/register", api_agent_register, no_query, true },
+    { "POST", "/v1/agent/lease", api_agent_lease, no_query, true },
+    { "POST", "/v1/agent/report", api_agent_report, no_query, true },
+    { "POST", "/v1/agent/heartbeat", api_agent_heartbeat, no_query, true },
 };
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);
 

@@ -300,6 +300,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         return;
     if (req->waiter.registered)
         sched_task_unwatch(a->s, &req->waiter);
+    json_decref(req->stash);
     buf_release(&req->body);
     free(req);
     *req_cls = NULL;
@@ -321,7 +322,6 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
         return NULL;
     }
     a->s = s;
-    a->quiesced_fd = MHD_INVALID_SOCKET;
     a->cfg = *cfg;
     a->db_path = strdup(cfg->db_path);
     a->cfg.db_path = a->db_path;
@@ -376,23 +376,12 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
     return a;
 }
 
-void api_quiesce(struct api *a)
-{
-    if (!a || !a->mhd || a->quiesced_fd != MHD_INVALID_SOCKET)
-        return;
-    /* the server's threads may still be letting go of the listening socket:
-     * it is closed only after they stop (api_stop) */
-    a->quiesced_fd = MHD_quiesce_daemon(a->mhd);
-}
-
 void api_stop(struct api *a)
 {
     if (!a)
         return;
     if (a->mhd)
         MHD_stop_daemon(a->mhd);
-    if (a->quiesced_fd != MHD_INVALID_SOCKET)
-        close(a->quiesced_fd);
     free(a->db_path);
     free(a);
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/enums.h"
+#include "common/exec.h"
 
 #define ENUM_TABLE(var, what_, tbl) \
     const struct qt_enum var = { what_, tbl, (int)(sizeof(tbl) / sizeof(tbl[0])) }
@@ -36,6 +37,16 @@ static const struct qt_enum_entry engine_table[] = {
     { "qtau", ENGINE_QTAU },
 };
 ENUM_TABLE(engine_enum, "engine", engine_table);
+
+/* How an attempt ended, as qtau-agent reports it (agent/PROTOCOL.md). */
+static const struct qt_enum_entry exec_outcome_table[] = {
+    { "EXITED", EXEC_EXITED },
+    { "SIGNALED", EXEC_SIGNALED },
+    { "TIMED_OUT", EXEC_TIMED_OUT },
+    { "CANCELED", EXEC_CANCELED },
+    { "SPAWN_FAILED", EXEC_SPAWN_FAILED },
+};
+ENUM_TABLE(exec_outcome_enum, "outcome", exec_outcome_table);
 
 const char *qt_enum_name(const struct qt_enum *e, int value)
 {

@@ -51,6 +51,8 @@ extern const struct qt_enum task_state_enum;
 extern const struct qt_enum pilot_state_enum;
 extern const struct qt_enum resource_enum;
 extern const struct qt_enum engine_enum;
+/* enum exec_outcome (common/exec.h) */
+extern const struct qt_enum exec_outcome_enum;
 
 /* Name of value in e's table; "?" for a value not in it (a bug). */
 const char *qt_enum_name(const struct qt_enum *e, int value);

@@ -57,6 +57,16 @@ static const struct option_def options[] = {
       "seconds an idle connection is kept (default 60)" },
     { "max-connections", OPT_INT, OFF(max_connections), 0, 1, 100000,
       "most open connections (default 1000)" },
+    { "max-requeues", OPT_INT, OFF(max_requeues), 0, 0, 1000,
+      "times a task goes back to the queue when its pilot is lost (default 3)" },
+    { "agent-path", OPT_STRING, OFF(agent_path), SZ(agent_path), 0, 0,
+      "qtau-agent as SLURM nodes see it (default " QTAU_AGENT_DEFAULT ")" },
+    { "agent-url", OPT_STRING, OFF(agent_url), SZ(agent_url), 0, 0,
+      "qtaud's URL as SLURM nodes see it (default: http://LISTEN-ADDRESS:PORT)" },
+    { "slurm-poll", OPT_DOUBLE, OFF(slurm_poll), 0, 0.1, 600,
+      "seconds between reads of SLURM pilots' job states (default 2)" },
+    { "heartbeat-interval", OPT_DOUBLE, OFF(heartbeat), 0, 0.1, 600,
+      "seconds between agent heartbeats (default 5)" },
     { "help", OPT_BOOL, OFF(help), 0, 0, 0, "show this help" },
     { "version", OPT_BOOL, OFF(version), 0, 0, 0, "show the version" },
 };
@@ -83,6 +93,10 @@ static void config_defaults(struct qtaud_config *cfg)
     cfg->max_body = 64L * 1024 * 1024;
     cfg->idle_timeout = 60;
     cfg->max_connections = 1000;
+    cfg->max_requeues = 3;
+    snprintf(cfg->agent_path, sizeof(cfg->agent_path), "%s", QTAU_AGENT_DEFAULT);
+    cfg->slurm_poll = 2;
+    cfg->heartbeat = 5;
 }
 
 static int parse_listen(struct qtaud_config *cfg, const char *v, const char *src,
@@ -107,7 +121,8 @@ static int parse_listen(struct qtaud_config *cfg, const char *v, const char *src
                             src);
     errno = 0;
     port = strtol(colon + 1, &end, 10);
-    if (errno || end == colon + 1 || *end || port < 0 || port > 65535)
+    /* digits only: strtol alone would take " 80", "+80" and "-0" */
+    if (!isdigit((unsigned char)colon[1]) || errno || *end || port > 65535)
         return qt_error_arg(err, "listen", "%s: listen port must be 0-65535, got '%.16s'",
                             src, colon + 1);
     memcpy(cfg->listen_host, host, hlen);
@@ -153,7 +168,8 @@ static int config_set(struct qtaud_config *cfg, const struct option_def *o,
     case OPT_DOUBLE:
         errno = 0;
         d = o->type == OPT_DOUBLE ? strtod(v, &end) : (double)strtoll(v, &end, 10);
-        if (errno || end == v || *end || d < o->min || d > o->max)
+        /* written so that NaN, which compares false, is out of range */
+        if (errno || end == v || *end || !(d >= o->min && d <= o->max))
             return qt_error_arg(err, o->name, "%s: %s must be a %s from %g to %g, "
                                 "got '%.32s'", src, o->name,
                                 o->type == OPT_DOUBLE ? "number" : "whole number",
@@ -255,9 +271,14 @@ static int config_args(struct qtaud_config *cfg, int argc, char **argv,
         eq = strchr(a, '=');
         len = eq ? (size_t)(eq - a) : strlen(a);
         o = option_find(a, len);
-        if (!o)
-            return qt_error_arg(err, NULL, "unknown option '--%.*s' (see --help)",
-                                (int)(len > 64 ? 64 : len), a);
+        if (!o) {
+            char name[sizeof(err->field)];
+
+            snprintf(name, sizeof(name), "%.*s",
+                     (int)(len < sizeof(name) ? len : sizeof(name) - 1), a);
+            return qt_error_arg(err, name, "unknown option '--%s' (see --help)",
+                                name);
+        }
         if (eq)
             val = eq + 1;
         else if (o->type == OPT_BOOL)

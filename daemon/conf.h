@@ -30,6 +30,11 @@ struct qtaud_config {
     long max_body;            /* bytes */
     int idle_timeout;         /* seconds */
     int max_connections;
+    int max_requeues;         /* pilot losses a task survives */
+    char agent_path[1024];    /* qtau-agent on the nodes */
+    char agent_url[1024];     /* "" : from the listener */
+    double slurm_poll;        /* seconds */
+    double heartbeat;         /* agent heartbeat interval, seconds */
     bool help;
     bool version;
 };

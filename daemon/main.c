@@ -6,7 +6,7 @@
  * the store writer, the scheduler's timer and pool workers, and the HTTP
  * server's threads do the work.
  *
- * SIGTERM/SIGINT: stop accepting connections, let running tasks finish
+ * SIGTERM/SIGINT: stop accepting work, let running tasks finish
  * within shutdown-grace, stop the rest (recorded as interrupted and
  * requeued for the next start), flush the store, exit 0.
  */
@@ -81,6 +81,27 @@ static int make_state_dir(const char *dir)
     return 0;
 }
 
+/* Tells the scheduler where agents reach qtaud: agent-url, or the bound
+ * listener (a wildcard address is replaced by this host's name). */
+static void set_agent_url(struct sched *s, const struct qtaud_config *cfg,
+                          const char *hostname, int port)
+{
+    char url[1200];
+    const char *host = cfg->listen_host;
+
+    if (cfg->agent_url[0]) {
+        sched_set_agent_url(s, cfg->agent_url);
+        return;
+    }
+    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
+        host = hostname;
+    if (strchr(host, ':'))
+        snprintf(url, sizeof(url), "http://[%s]:%d", host, port);
+    else
+        snprintf(url, sizeof(url), "http://%s:%d", host, port);
+    sched_set_agent_url(s, url);
+}
+
 int main(int argc, char **argv)
 {
     struct qtaud_config cfg;
@@ -151,6 +172,10 @@ int main(int argc, char **argv)
                          .local_cores = cfg.local_cores,
                          .local_pilot = !cfg.no_local_pilot,
                          .kill_grace = cfg.kill_grace,
+                         .max_requeues = cfg.max_requeues,
+                         .agent_path = cfg.agent_path,
+                         .slurm_poll = cfg.slurm_poll,
+                         .heartbeat = cfg.heartbeat,
                      },
                      writer, reader, &err);
     db_close(reader);
@@ -168,6 +193,7 @@ int main(int argc, char **argv)
                     s, &port, &err);
     if (!api)
         goto out;
+    set_agent_url(s, &cfg, hostname, port);
     if (write_port_file(cfg.state_dir, port) < 0)
         log_warn("cannot write %s/port: %s", cfg.state_dir, strerror(errno));
     log_info("qtaud %s listening on http://%s:%d/ (state in %s)", PACKAGE_VERSION,
@@ -191,7 +217,10 @@ int main(int argc, char **argv)
 out:
     if (rc != 0)
         log_err("%s", err.message);
-    api_quiesce(api);
+    /* The server goes on answering while tasks drain: new work gets 503
+     * (the scheduler is draining), reads and long polls still work.  It
+     * is not quiesced: libmicrohttpd 0.9.75's MHD_quiesce_daemon() races
+     * its own epoll threads over the listening socket and can abort. */
     if (s)
         sched_drain(s, cfg.shutdown_grace);
     api_stop(api);

@@ -35,95 +35,10 @@
 #include "common/timeutil.h"
 #include "daemon/sched.h"
 #include "daemon/spec.h"
+#include "daemon/sched_internal.h"
+#include "daemon/slurm_drv.h"
 
-#define NSTATES 5
-/* ANY tasks a worker looks past when they can never fit its pilot. */
-#define PICK_SCAN_LIMIT 64
-#define LIST_DEFAULT_LIMIT 100
-#define LIST_MAX_LIMIT 1000
-
-TAILQ_HEAD(task_queue, task);
-
-struct task {
-    int64_t id;
-    struct task_spec spec;
-    char *description;          /* normalized JSON, as stored */
-    int64_t pilot_id;           /* requested; 0 = ANY */
-    char *pilot_scheduled;      /* "ANY" or the pilot's name */
-    enum task_state state;
-    int attempts;
-    int requeues;
-    int64_t run_pilot_id;
-    double submit_time, start_time, end_time;
-    int exit_code, term_signal;
-    char *error_msg;
-
-    struct exec_ctl *ctl;       /* the worker's, while RUNNING */
-    bool cancel_requested;
-    char *interrupt;            /* why it is being stopped, if not by user */
-    struct task_queue *queue;   /* where it waits, while PENDING */
-    TAILQ_ENTRY(task) qlink;
-    int nwaiters;
-};
-
-struct pilot;
-
-struct worker {
-    struct sched *s;
-    struct pilot *p;
-    struct exec_ctl *ctl;
-    pthread_t thread;
-    bool started;
-};
-
-struct pilot {
-    int64_t id;
-    char *name;
-    enum pilot_resource resource;
-    enum pilot_engine engine;
-    enum pilot_state state;
-    char *description;
-    char *reason;
-    int cores;
-    int free_slots;
-    double create_time, start_time, end_time;
-    int counts[NSTATES];        /* tasks by state (see task_pilot()) */
-
-    struct task_queue queue;    /* PENDING tasks that name this pilot */
-    pthread_cond_t cond;        /* work or slots may be available */
-    struct worker *workers;
-    int nworkers;
-    int running;
-};
-
-struct sched {
-    struct sched_config cfg;
-    char *state_dir;
-    char *hostname;
-    char output_dir[PATH_MAX - 32];  /* room for "/<id>.out" */
-    struct db_writer *w;
-
-    pthread_mutex_t lock;
-    pthread_cond_t idle;        /* running reached 0 */
-    struct task **tasks;        /* by id; NULL for unused ids */
-    int64_t tasks_cap;
-    int64_t next_task_id;       /* last id handed out */
-    struct pilot **pilots;      /* by position; few */
-    size_t npilots;
-    int64_t next_pilot_id;
-    struct task_queue any_queue;
-    int counts[NSTATES];
-    int running;
-    bool draining;
-
-    struct sched_waiter *waiters;  /* registered long polls */
-    pthread_t timer;
-    pthread_cond_t timer_cond;
-    bool timer_started;
-    bool stopping;
-};
-
-static char *xstrdup(const char *s)
+char *sched_xstrdup(const char *s)
 {
     char *d = s ? strdup(s) : NULL;
 
@@ -132,7 +47,7 @@ static char *xstrdup(const char *s)
     return d;
 }
 
-static void *xcalloc(size_t n, size_t size)
+void *sched_xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size);
 
@@ -163,16 +78,16 @@ static void task_row(const struct task *t, struct db_task_row *r, bool insert)
     r->error_msg = t->error_msg;
 }
 
-static void task_persist(struct sched *s, const struct task *t)
+void sched_task_persist(struct sched *s, const struct task *t)
 {
     struct db_task_row r;
 
     task_row(t, &r, false);
-    r.hostname = t->run_pilot_id ? s->hostname : NULL;
+    r.hostname = t->run_pilot_id ? t->hostname : NULL;
     db_writer_task(s->w, &r);
 }
 
-static uint64_t pilot_persist(struct sched *s, const struct pilot *p)
+uint64_t sched_pilot_persist(struct sched *s, const struct pilot *p)
 {
     struct db_pilot_row r = {
         .id = p->id, .name = p->name, .resource = (int)p->resource,
@@ -186,7 +101,7 @@ static uint64_t pilot_persist(struct sched *s, const struct pilot *p)
 }
 
 /* Queues the metrics row of the attempt that just ended. */
-static void metrics_record(struct sched *s, const struct task *t,
+void sched_metrics_record(struct sched *s, const struct task *t,
                            enum task_state status, const char *error_msg,
                            double start, double end, int exit_code, int sig,
                            int64_t pilot_id)
@@ -197,7 +112,7 @@ static void metrics_record(struct sched *s, const struct task *t,
         .submit_time = t->submit_time, .start_time = start,
         .completion_time = end, .pilot_scheduled = t->pilot_scheduled,
         .exit_code = exit_code, .term_signal = sig, .pilot_id = pilot_id,
-        .hostname = pilot_id ? s->hostname : NULL,
+        .hostname = pilot_id ? t->hostname : NULL,
     };
 
     db_writer_metrics(s->w, &m);
@@ -205,14 +120,14 @@ static void metrics_record(struct sched *s, const struct task *t,
 
 /* ---- lookups --------------------------------------------------------- */
 
-static struct task *task_find(struct sched *s, int64_t id)
+struct task *sched_find_task(struct sched *s, int64_t id)
 {
     if (id <= 0 || id >= s->tasks_cap)
         return NULL;
     return s->tasks[id];
 }
 
-static struct pilot *pilot_by_id(struct sched *s, int64_t id)
+struct pilot *sched_pilot_by_id(struct sched *s, int64_t id)
 {
     for (size_t i = 0; i < s->npilots; i++)
         if (s->pilots[i]->id == id)
@@ -221,7 +136,7 @@ static struct pilot *pilot_by_id(struct sched *s, int64_t id)
 }
 
 /* A name, or a decimal id. */
-static struct pilot *pilot_find(struct sched *s, const char *ref)
+struct pilot *sched_find_pilot(struct sched *s, const char *ref)
 {
     char *end;
     long long id;
@@ -232,7 +147,7 @@ static struct pilot *pilot_find(struct sched *s, const char *ref)
     errno = 0;
     id = strtoll(ref, &end, 10);
     if (errno == 0 && *ref && *end == '\0' && id > 0)
-        return pilot_by_id(s, id);
+        return sched_pilot_by_id(s, id);
     return NULL;
 }
 
@@ -262,14 +177,14 @@ static int64_t task_pilot(const struct task *t)
 
 static void counts_add(struct sched *s, const struct task *t, int delta)
 {
-    struct pilot *p = task_pilot(t) ? pilot_by_id(s, task_pilot(t)) : NULL;
+    struct pilot *p = task_pilot(t) ? sched_pilot_by_id(s, task_pilot(t)) : NULL;
 
     s->counts[t->state] += delta;
     if (p)
         p->counts[t->state] += delta;
 }
 
-static void task_transition(struct sched *s, struct task *t,
+void sched_task_transition(struct sched *s, struct task *t,
                             enum task_state state, int64_t run_pilot_id)
 {
     counts_add(s, t, -1);
@@ -278,45 +193,80 @@ static void task_transition(struct sched *s, struct task *t,
     counts_add(s, t, +1);
 }
 
+static void waiter_unlink(struct sched *s, struct sched_waiter *w)
+{
+    struct task *t = w->task_id ? sched_find_task(s, w->task_id) : NULL;
+
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        s->waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->registered = false;
+    if (t)
+        t->nwaiters--;
+}
+
 /* Fires the waiters of task_id (0: all of them). */
-static void fire_waiters(struct sched *s, int64_t task_id)
+void sched_fire_waiters(struct sched *s, int64_t task_id)
 {
     struct sched_waiter *w = s->waiters, *next;
-    struct task *t;
 
     for (; w; w = next) {
         next = w->next;
-        if (task_id && w->task_id != task_id)
+        if (task_id && (w->pilot_id || w->task_id != task_id))
             continue;
-        if (w->prev)
-            w->prev->next = w->next;
-        else
-            s->waiters = w->next;
-        if (w->next)
-            w->next->prev = w->prev;
-        w->registered = false;
-        t = task_find(s, w->task_id);
-        if (t)
-            t->nwaiters--;
+        waiter_unlink(s, w);
         w->fire(w);
     }
 }
 
-static void pilot_wake(struct pilot *p)
+void sched_fire_pilot_waiters(struct sched *s, int64_t pilot_id, bool lease)
+{
+    struct sched_waiter *w = s->waiters, *next;
+
+    for (; w; w = next) {
+        next = w->next;
+        if (w->pilot_id == pilot_id && w->lease == lease) {
+            waiter_unlink(s, w);
+            w->fire(w);
+        }
+    }
+}
+
+void sched_add_waiter(struct sched *s, struct sched_waiter *w)
+{
+    struct task *t = w->task_id ? sched_find_task(s, w->task_id) : NULL;
+
+    w->prev = NULL;
+    w->next = s->waiters;
+    if (s->waiters)
+        s->waiters->prev = w;
+    s->waiters = w;
+    w->registered = true;
+    if (t)
+        t->nwaiters++;
+    pthread_cond_signal(&s->timer_cond);
+}
+
+void sched_pilot_wake(struct sched *s, struct pilot *p)
 {
     if (p->workers)
         pthread_cond_broadcast(&p->cond);
+    if (p->resource == RESOURCE_SLURM)
+        sched_fire_pilot_waiters(s, p->id, true);
 }
 
-static void queue_push(struct sched *s, struct task *t)
+void sched_queue_push(struct sched *s, struct task *t)
 {
-    struct pilot *p = t->pilot_id ? pilot_by_id(s, t->pilot_id) : NULL;
+    struct pilot *p = t->pilot_id ? sched_pilot_by_id(s, t->pilot_id) : NULL;
 
     t->queue = p ? &p->queue : &s->any_queue;
     TAILQ_INSERT_TAIL(t->queue, t, qlink);
 }
 
-static void queue_remove(struct task *t)
+void sched_queue_remove(struct task *t)
 {
     if (t->queue) {
         TAILQ_REMOVE(t->queue, t, qlink);
@@ -324,44 +274,44 @@ static void queue_remove(struct task *t)
     }
 }
 
-static void wake_for(struct sched *s, const struct task *t)
+void sched_wake_for(struct sched *s, const struct task *t)
 {
     if (t->pilot_id) {
-        struct pilot *p = pilot_by_id(s, t->pilot_id);
+        struct pilot *p = sched_pilot_by_id(s, t->pilot_id);
 
         if (p)
-            pilot_wake(p);
+            sched_pilot_wake(s, p);
         return;
     }
     for (size_t i = 0; i < s->npilots; i++)
-        pilot_wake(s->pilots[i]);
+        sched_pilot_wake(s, s->pilots[i]);
 }
 
 /* Ends a task that is not running (pending, or just finished an attempt)
  * in a terminal state, with its metrics row for an attempt that never
  * started when it was pending. */
-static void task_end_pending(struct sched *s, struct task *t,
+void sched_task_end_pending(struct sched *s, struct task *t,
                              enum task_state state, const char *msg)
 {
     double now = time_now();
 
-    queue_remove(t);
+    sched_queue_remove(t);
     t->attempts++;
     free(t->error_msg);
-    t->error_msg = xstrdup(msg);
+    t->error_msg = sched_xstrdup(msg);
     t->start_time = 0;
     t->end_time = now;
     t->exit_code = -1;
     t->term_signal = 0;
-    metrics_record(s, t, state, msg, 0, now, -1, 0, 0);
-    task_transition(s, t, state, 0);
-    task_persist(s, t);
+    sched_metrics_record(s, t, state, msg, 0, now, -1, 0, 0);
+    sched_task_transition(s, t, state, 0);
+    sched_task_persist(s, t);
     if (t->nwaiters)
-        fire_waiters(s, t->id);
+        sched_fire_waiters(s, t->id);
 }
 
 /* Records the outcome of the attempt t just ran on p. */
-static void task_finish(struct sched *s, struct task *t, struct pilot *p,
+void sched_task_finish(struct sched *s, struct task *t, struct pilot *p,
                         const struct exec_result *res)
 {
     enum task_state status;
@@ -377,65 +327,125 @@ static void task_finish(struct sched *s, struct task *t, struct pilot *p,
     } else {
         status = TASK_FAILED;
     }
+    p->running--;
+    t->agent_id = 0;
     t->start_time = res->start_time;
     t->end_time = res->end_time;
     t->exit_code = res->exit_code;
     t->term_signal = res->term_signal;
     free(t->error_msg);
-    t->error_msg = xstrdup(msg);
-    metrics_record(s, t, status, msg, res->start_time, res->end_time,
+    t->error_msg = sched_xstrdup(msg);
+    sched_metrics_record(s, t, status, msg, res->start_time, res->end_time,
                    res->exit_code, res->term_signal, p->id);
 
-    if (t->interrupt && (t->pilot_id == 0 || s->draining)) {
+    if (t->interrupt && (s->draining
+                         || (t->pilot_id == 0 && t->requeues < s->cfg.max_requeues))) {
         /* not the task's fault (its pilot was lost, or qtaud is stopping):
-         * back to the queue, retries untouched */
+         * back to the queue, retries untouched; losing pilot after pilot
+         * ends it, though, with the last pilot's reason */
         t->requeues++;
         free(t->interrupt);
         t->interrupt = NULL;
-        task_transition(s, t, TASK_PENDING, p->id);
-        queue_push(s, t);
+        sched_task_transition(s, t, TASK_PENDING, p->id);
+        sched_queue_push(s, t);
         if (!s->draining)
-            wake_for(s, t);
+            sched_wake_for(s, t);
     } else if (status == TASK_FAILED && !t->interrupt && !t->cancel_requested
                && t->attempts - t->requeues <= t->spec.max_retries) {
-        task_transition(s, t, TASK_PENDING, p->id);
-        queue_push(s, t);
-        wake_for(s, t);
+        sched_task_transition(s, t, TASK_PENDING, p->id);
+        sched_queue_push(s, t);
+        sched_wake_for(s, t);
     } else {
         free(t->interrupt);
         t->interrupt = NULL;
-        task_transition(s, t, status, p->id);
+        sched_task_transition(s, t, status, p->id);
         if (t->nwaiters)
-            fire_waiters(s, t->id);
+            sched_fire_waiters(s, t->id);
     }
-    task_persist(s, t);
+    sched_task_persist(s, t);
 }
 
 /* ---- local pools ----------------------------------------------------- */
 
-static struct task *pick(struct sched *s, struct pilot *p)
+/* Whether t could ever run on p: it fits one of p's nodes and, when a
+ * deadline is given, its timeout ends before it. */
+static bool task_fits(const struct task *t, const struct pilot *p,
+                      double deadline)
 {
-    struct task *named = TAILQ_FIRST(&p->queue);
-    struct task *any = TAILQ_FIRST(&s->any_queue);
-    struct task *t;
+    int node_cores = p->resource == RESOURCE_LOCAL ? p->cores : p->node_cores;
+
+    if (node_cores > 0 && t->spec.cores > node_cores)
+        return false;
+    /* a task without a timeout may run past the deadline: its pilot's end
+     * requeues it, so it is not kept from a pilot that may finish it */
+    return deadline <= 0 || t->spec.timeout <= 0 || t->spec.timeout <= deadline;
+}
+
+/* The first of queue that fits p, looking past at most PICK_SCAN_LIMIT
+ * that never can (a large task is not overtaken by ones that fit only
+ * because they are small: free_slots is checked after). */
+static struct task *queue_first_fit(struct task_queue *q, const struct pilot *p,
+                                    double deadline)
+{
+    struct task *t = TAILQ_FIRST(q);
     int scanned = 0;
 
-    while (any && any->spec.cores > p->cores && scanned++ < PICK_SCAN_LIMIT)
-        any = TAILQ_NEXT(any, qlink);
-    if (any && any->spec.cores > p->cores)
-        any = NULL;
+    while (t && !task_fits(t, p, deadline)) {
+        if (++scanned > PICK_SCAN_LIMIT)
+            return NULL;
+        t = TAILQ_NEXT(t, qlink);
+    }
+    return t;
+}
+
+struct task *sched_pick(struct sched *s, struct pilot *p, int free_slots,
+                        double deadline)
+{
+    struct task *named = queue_first_fit(&p->queue, p, deadline);
+    struct task *any = queue_first_fit(&s->any_queue, p, deadline);
+    struct task *t;
+
     if (named && any)
         t = named->id < any->id ? named : any;
     else
         t = named ? named : any;
-    if (t && t->spec.cores <= p->free_slots)
+    if (t && t->spec.cores <= free_slots)
         return t;
     return NULL;
 }
 
-static void output_path(const struct sched *s, int64_t id, int which,
-                        char *path, size_t len)
+void sched_task_start(struct sched *s, struct task *t, struct pilot *p,
+                      const char *hostname)
 {
+    sched_queue_remove(t);
+    t->attempts++;
+    t->start_time = time_now();
+    t->end_time = 0;
+    t->exit_code = -1;
+    t->term_signal = 0;
+    free(t->error_msg);
+    t->error_msg = NULL;
+    free(t->hostname);
+    t->hostname = sched_xstrdup(hostname);
+    p->running++;
+    sched_task_transition(s, t, TASK_RUNNING, p->id);
+    sched_task_persist(s, t);
+}
+
+void sched_output_path(const struct sched *s, const struct task *t, int which,
+                       char *path, size_t len)
+{
+    struct pilot *p = t->run_pilot_id ? sched_pilot_by_id((struct sched *)s, t->run_pilot_id)
+                                      : NULL;
+
+    if (p && p->resource == RESOURCE_SLURM && p->workdir) {
+        /* written by the agent on the node, into the job's folder */
+        snprintf(path, len, "%s/output/%lld.%d.%s", p->workdir, (long long)t->id,
+                 t->attempts, which == 1 ? "out" : "err");
+        return;
+    }
+    int64_t id = t->id;
+
     snprintf(path, len, "%s/%lld.%s", s->output_dir, (long long)id,
              which == 1 ? "out" : "err");
 }
@@ -453,28 +463,19 @@ static void *worker_main(void *arg)
         struct exec_result res;
         char out[PATH_MAX], err[PATH_MAX];
 
-        while (p->state == PILOT_RUNNING && !s->draining && !(t = pick(s, p)))
+        while (p->state == PILOT_RUNNING && !s->draining
+               && !(t = sched_pick(s, p, p->free_slots, 0)))
             pthread_cond_wait(&p->cond, &s->lock);
         if (!t)
             break;
-        queue_remove(t);
-        t->attempts++;
-        t->start_time = time_now();
-        t->end_time = 0;
-        t->exit_code = -1;
-        t->term_signal = 0;
-        free(t->error_msg);
-        t->error_msg = NULL;
         p->free_slots -= t->spec.cores;
-        p->running++;
         s->running++;
         exec_ctl_reset(wk->ctl);
         t->ctl = wk->ctl;
-        task_transition(s, t, TASK_RUNNING, p->id);
-        task_persist(s, t);
+        sched_task_start(s, t, p, s->hostname);
 
-        output_path(s, t->id, 1, out, sizeof(out));
-        output_path(s, t->id, 2, err, sizeof(err));
+        sched_output_path(s, t, 1, out, sizeof(out));
+        sched_output_path(s, t, 2, err, sizeof(err));
         spec = (struct exec_spec){
             .argv = t->spec.argv, .shell = t->spec.shell, .env_add = t->spec.env,
             .cwd = t->spec.cwd, .stdout_path = out, .stderr_path = err,
@@ -487,9 +488,8 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&s->lock);
         t->ctl = NULL;
         p->free_slots += t->spec.cores;
-        p->running--;
         s->running--;
-        task_finish(s, t, p, &res);
+        sched_task_finish(s, t, p, &res);
         pthread_cond_broadcast(&p->cond);
         if (s->running == 0)
             pthread_cond_broadcast(&s->idle);
@@ -502,7 +502,7 @@ static void *worker_main(void *arg)
 static int pilot_start_pool(struct sched *s, struct pilot *p, struct qt_error *err)
 {
     p->free_slots = p->cores;
-    p->workers = xcalloc((size_t)p->cores, sizeof(*p->workers));
+    p->workers = sched_xcalloc((size_t)p->cores, sizeof(*p->workers));
     p->nworkers = p->cores;
     for (int i = 0; i < p->nworkers; i++) {
         struct worker *wk = &p->workers[i];
@@ -538,7 +538,7 @@ static void pilot_join_pool(struct pilot *p)
 
 /* ---- JSON views ------------------------------------------------------ */
 
-static json_t *time_json(double t)
+json_t *sched_time_json(double t)
 {
     char stamp[40];
 
@@ -555,7 +555,7 @@ static json_t *counts_json(const int *counts)
     return o;
 }
 
-static json_t *pilot_json(const struct pilot *p)
+json_t *sched_pilot_json(const struct pilot *p)
 {
     json_t *o = json_loads(p->description, 0, NULL);
 
@@ -566,20 +566,33 @@ static json_t *pilot_json(const struct pilot *p)
     json_object_set_new(o, "state", json_string(pilot_state_name(p->state)));
     json_object_set_new(o, "cores", json_integer(p->cores));
     json_object_set_new(o, "reason", p->reason ? json_string(p->reason) : json_null());
-    json_object_set_new(o, "slurm_job_id", json_null());
-    json_object_set_new(o, "slurm_state", json_null());
-    json_object_set_new(o, "create_time", time_json(p->create_time));
-    json_object_set_new(o, "start_time", time_json(p->start_time));
-    json_object_set_new(o, "end_time", time_json(p->end_time));
+    json_object_set_new(o, "slurm_job_id",
+                        p->slurm_job_id ? json_integer(p->slurm_job_id) : json_null());
+    json_object_set_new(o, "slurm_state",
+                        p->slurm_state ? json_string(p->slurm_state) : json_null());
+    if (p->resource == RESOURCE_SLURM) {
+        int agents = 0;
+
+        for (const struct agent *a = p->agents; a; a = a->next)
+            agents++;
+        json_object_set_new(o, "slurm_reason", p->slurm_reason
+                                                   ? json_string(p->slurm_reason)
+                                                   : json_null());
+        json_object_set_new(o, "agents", json_integer(agents));
+        json_object_set_new(o, "walltime_end", sched_time_json(p->walltime_end));
+    }
+    json_object_set_new(o, "create_time", sched_time_json(p->create_time));
+    json_object_set_new(o, "start_time", sched_time_json(p->start_time));
+    json_object_set_new(o, "end_time", sched_time_json(p->end_time));
     json_object_set_new(o, "free_cores", json_integer(p->workers ? p->free_slots : 0));
     json_object_set_new(o, "tasks", counts_json(p->counts));
     return o;
 }
 
-static json_t *task_json(struct sched *s, const struct task *t)
+json_t *sched_task_json(struct sched *s, const struct task *t)
 {
     json_t *o = json_loads(t->description, 0, NULL);
-    struct pilot *rp = t->run_pilot_id ? pilot_by_id(s, t->run_pilot_id) : NULL;
+    struct pilot *rp = t->run_pilot_id ? sched_pilot_by_id(s, t->run_pilot_id) : NULL;
     char url[64];
 
     if (!o)
@@ -589,9 +602,9 @@ static json_t *task_json(struct sched *s, const struct task *t)
     json_object_set_new(o, "state", json_string(task_state_name(t->state)));
     json_object_set_new(o, "attempts", json_integer(t->attempts));
     json_object_set_new(o, "run_pilot", rp ? json_string(rp->name) : json_null());
-    json_object_set_new(o, "submit_time", time_json(t->submit_time));
-    json_object_set_new(o, "start_time", time_json(t->start_time));
-    json_object_set_new(o, "end_time", time_json(t->end_time));
+    json_object_set_new(o, "submit_time", sched_time_json(t->submit_time));
+    json_object_set_new(o, "start_time", sched_time_json(t->start_time));
+    json_object_set_new(o, "end_time", sched_time_json(t->end_time));
     json_object_set_new(o, "exit_code",
                         t->exit_code >= 0 ? json_integer(t->exit_code) : json_null());
     json_object_set_new(o, "signal",
@@ -609,12 +622,12 @@ static json_t *task_json(struct sched *s, const struct task *t)
 
 /* ---- pilots ---------------------------------------------------------- */
 
-static struct pilot *pilot_new(int64_t id, const char *name)
+struct pilot *sched_pilot_new(int64_t id, const char *name)
 {
-    struct pilot *p = xcalloc(1, sizeof(*p));
+    struct pilot *p = sched_xcalloc(1, sizeof(*p));
 
     p->id = id;
-    p->name = xstrdup(name);
+    p->name = sched_xstrdup(name);
     TAILQ_INIT(&p->queue);
     pthread_cond_init(&p->cond, NULL);
     return p;
@@ -624,6 +637,7 @@ static void pilot_free(struct pilot *p)
 {
     if (!p)
         return;
+    slurm_pilot_free(p);
     pthread_cond_destroy(&p->cond);
     free(p->name);
     free(p->description);
@@ -631,7 +645,7 @@ static void pilot_free(struct pilot *p)
     free(p);
 }
 
-static void pilots_append(struct sched *s, struct pilot *p)
+void sched_pilots_append(struct sched *s, struct pilot *p)
 {
     s->pilots = realloc(s->pilots, (s->npilots + 1) * sizeof(*s->pilots));
     if (!s->pilots)
@@ -641,7 +655,7 @@ static void pilots_append(struct sched *s, struct pilot *p)
         s->next_pilot_id = p->id;
 }
 
-static int online_cpus(void)
+int sched_online_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -650,7 +664,7 @@ static int online_cpus(void)
 
 /* Ends pilot p: pending tasks that named it fail; tasks running on it are
  * stopped (requeued if ANY, failed if they named it).  s->lock held. */
-static void pilot_end(struct sched *s, struct pilot *p, enum pilot_state state,
+void sched_pilot_end(struct sched *s, struct pilot *p, enum pilot_state state,
                       const char *reason)
 {
     char msg[384];
@@ -658,46 +672,56 @@ static void pilot_end(struct sched *s, struct pilot *p, enum pilot_state state,
 
     p->state = state;
     free(p->reason);
-    p->reason = xstrdup(reason);
+    p->reason = sched_xstrdup(reason);
     p->end_time = time_now();
     snprintf(msg, sizeof(msg), "pilot %s ended: %s", p->name, reason);
     while ((t = TAILQ_FIRST(&p->queue)))
-        task_end_pending(s, t, TASK_FAILED, msg);
+        sched_task_end_pending(s, t, TASK_FAILED, msg);
     for (int64_t id = 1; id <= s->next_task_id && p->running; id++) {
-        t = task_find(s, id);
-        if (t && t->state == TASK_RUNNING && t->run_pilot_id == p->id && t->ctl) {
-            free(t->interrupt);
-            t->interrupt = xstrdup(msg);
+        t = sched_find_task(s, id);
+        if (!t || t->state != TASK_RUNNING || t->run_pilot_id != p->id)
+            continue;
+        free(t->interrupt);
+        t->interrupt = sched_xstrdup(msg);
+        if (t->ctl) {
+            /* a local worker's: it records the attempt when the child is gone */
             exec_ctl_cancel(t->ctl);
+        } else {
+            /* leased to an agent of the lost pilot: its result can no
+             * longer count, so the attempt ends here */
+            struct exec_result res = {
+                .outcome = EXEC_CANCELED, .exit_code = -1,
+                .start_time = t->start_time, .end_time = time_now(),
+            };
+
+            sched_task_finish(s, t, p, &res);
         }
     }
-    pilot_persist(s, p);
-    pilot_wake(p);
+    if (p->resource == RESOURCE_SLURM && state == PILOT_CANCELED)
+        slurm_pilot_kill(s, p);
+    sched_pilot_persist(s, p);
+    sched_pilot_wake(s, p);
 }
 
-json_t *sched_pilot_create(struct sched *s, json_t *body, struct qt_error *err)
+int sched_pilot_create(struct sched *s, json_t *body, struct sched_waiter *w,
+                       json_t **out, struct qt_error *err)
 {
     struct pilot_spec spec;
     struct pilot *p = NULL;
-    json_t *desc, *out = NULL;
+    json_t *desc;
     char name[80];
     uint64_t seq;
+    int rc = -1;
 
+    *out = NULL;
     if (pilot_spec_parse(body, &spec, err) < 0)
-        return NULL;
-    if (spec.resource == RESOURCE_SLURM) {
-#ifdef HAVE_SLURM
-        qt_error_set(err, 501, "not_implemented", "resource",
-                     "slurm pilots are not implemented in this version yet");
-#else
-        qt_error_set(err, 400, "invalid_argument", "resource",
-                     "this qtaud was built without SLURM support "
-                     "(configure --without-slurm); only local pilots are possible");
-#endif
+        return -1;
+    if (spec.resource == RESOURCE_SLURM && !slurm_drv_available()) {
+        slurm_drv_submit(NULL, NULL, err);   /* says why */
         goto done;
     }
-    if (spec.cores == 0)
-        spec.cores = online_cpus();
+    if (spec.resource == RESOURCE_LOCAL && spec.cores == 0)
+        spec.cores = sched_online_cpus();
     desc = pilot_spec_to_json(&spec);
     json_object_del(desc, "name");
     json_object_del(desc, "cores");
@@ -709,7 +733,7 @@ json_t *sched_pilot_create(struct sched *s, json_t *body, struct qt_error *err)
         qt_error_set(err, 503, "unavailable", NULL, "qtaud is shutting down");
         goto done;
     }
-    if (spec.name && pilot_find(s, spec.name)) {
+    if (spec.name && sched_find_pilot(s, spec.name)) {
         pthread_mutex_unlock(&s->lock);
         json_decref(desc);
         qt_error_set(err, 409, "conflict", "name", "a pilot named '%s' exists",
@@ -717,38 +741,73 @@ json_t *sched_pilot_create(struct sched *s, json_t *body, struct qt_error *err)
         goto done;
     }
     snprintf(name, sizeof(name), "pilot-%lld", (long long)s->next_pilot_id + 1);
-    p = pilot_new(s->next_pilot_id + 1, spec.name ? spec.name : name);
+    p = sched_pilot_new(s->next_pilot_id + 1, spec.name ? spec.name : name);
     p->resource = spec.resource;
     p->engine = spec.engine;
     p->cores = spec.cores;
     p->description = json_dumps(desc, JSON_COMPACT);
     json_decref(desc);
-    p->state = PILOT_RUNNING;
-    p->create_time = p->start_time = time_now();
-    pilots_append(s, p);
-    seq = pilot_persist(s, p);
+    p->create_time = time_now();
+    if (p->resource == RESOURCE_SLURM) {
+        p->state = PILOT_PENDING;
+        slurm_pilot_prepare(s, p, &spec);
+    } else {
+        p->state = PILOT_RUNNING;
+        p->start_time = p->create_time;
+    }
+    sched_pilots_append(s, p);
+    seq = sched_pilot_persist(s, p);
     pthread_mutex_unlock(&s->lock);
 
     if (db_writer_wait(s->w, seq, err) < 0) {
         /* not acknowledged: take it back out */
         pthread_mutex_lock(&s->lock);
         p->state = PILOT_FAILED;
-        p->reason = xstrdup("the store could not record it");
+        p->reason = sched_xstrdup("the store could not record it");
         pthread_mutex_unlock(&s->lock);
         goto done;
     }
     pthread_mutex_lock(&s->lock);
-    if (pilot_start_pool(s, p, err) < 0) {
-        pilot_end(s, p, PILOT_FAILED, err->message);
-        pthread_mutex_unlock(&s->lock);
-        goto done;
+    if (p->resource == RESOURCE_SLURM) {
+        /* answered when SLURM has (or after a generous bound, as it is) */
+        w->task_id = 0;
+        w->pilot_id = p->id;
+        w->lease = false;
+        w->deadline = time_mono() + SLURM_SUBMIT_WAIT;
+        sched_add_waiter(s, w);
+        slurm_pilot_submit(s, p);
+        rc = 1;
+    } else if (pilot_start_pool(s, p, err) < 0) {
+        sched_pilot_end(s, p, PILOT_FAILED, err->message);
+    } else {
+        *out = sched_pilot_json(p);
+        rc = 0;
+        log_info("pilot %lld '%s' started: local, %d cores", (long long)p->id,
+                 p->name, p->cores);
     }
-    out = pilot_json(p);
     pthread_mutex_unlock(&s->lock);
-    log_info("pilot %lld '%s' started: local, %d cores", (long long)p->id,
-             p->name, p->cores);
 done:
     pilot_spec_release(&spec);
+    return rc;
+}
+
+json_t *sched_pilot_submitted(struct sched *s, int64_t pilot_id,
+                              struct qt_error *err)
+{
+    struct pilot *p;
+    json_t *out = NULL;
+
+    pthread_mutex_lock(&s->lock);
+    p = sched_pilot_by_id(s, pilot_id);
+    if (!p)
+        qt_error_set(err, 404, "not_found", NULL, "no pilot %lld", (long long)pilot_id);
+    else if (p->submit_status)
+        qt_error_set(err, p->submit_status,
+                     p->submit_status == 503 ? "slurm_unavailable" : "slurm_rejected",
+                     NULL, "%s", p->reason ? p->reason : "SLURM refused the job");
+    else
+        out = sched_pilot_json(p);
+    pthread_mutex_unlock(&s->lock);
     return out;
 }
 
@@ -758,9 +817,9 @@ json_t *sched_pilot_get(struct sched *s, const char *ref, struct qt_error *err)
     json_t *out = NULL;
 
     pthread_mutex_lock(&s->lock);
-    p = pilot_find(s, ref);
+    p = sched_find_pilot(s, ref);
     if (p)
-        out = pilot_json(p);
+        out = sched_pilot_json(p);
     else
         qt_error_set(err, 404, "not_found", NULL, "no pilot '%.64s'", ref);
     pthread_mutex_unlock(&s->lock);
@@ -774,7 +833,7 @@ json_t *sched_pilot_list(struct sched *s, struct qt_error *err)
     (void)err;
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->npilots; i++)
-        json_array_append_new(arr, pilot_json(s->pilots[i]));
+        json_array_append_new(arr, sched_pilot_json(s->pilots[i]));
     pthread_mutex_unlock(&s->lock);
     return json_pack("{s:o, s:n}", "pilots", arr, "next");
 }
@@ -785,15 +844,15 @@ json_t *sched_pilot_cancel(struct sched *s, const char *ref, struct qt_error *er
     json_t *out = NULL;
 
     pthread_mutex_lock(&s->lock);
-    p = pilot_find(s, ref);
+    p = sched_find_pilot(s, ref);
     if (!p) {
         qt_error_set(err, 404, "not_found", NULL, "no pilot '%.64s'", ref);
     } else if (pilot_state_terminal(p->state)) {
         qt_error_set(err, 409, "conflict", NULL, "pilot '%s' already ended (%s)",
                      p->name, pilot_state_name(p->state));
     } else {
-        pilot_end(s, p, PILOT_CANCELED, "canceled by user");
-        out = pilot_json(p);
+        sched_pilot_end(s, p, PILOT_CANCELED, "canceled by user");
+        out = sched_pilot_json(p);
     }
     pthread_mutex_unlock(&s->lock);
     return out;
@@ -805,7 +864,7 @@ int sched_pilot_id(struct sched *s, const char *ref, int64_t *id,
     struct pilot *p;
 
     pthread_mutex_lock(&s->lock);
-    p = pilot_find(s, ref);
+    p = sched_find_pilot(s, ref);
     if (p)
         *id = p->id;
     pthread_mutex_unlock(&s->lock);
@@ -821,6 +880,7 @@ static void task_free(struct task *t)
     if (!t)
         return;
     task_spec_release(&t->spec);
+    free(t->hostname);
     free(t->description);
     free(t->pilot_scheduled);
     free(t->error_msg);
@@ -840,7 +900,7 @@ static int resolve_pilot(struct sched *s, const struct task_spec *spec,
     snprintf(field, sizeof(field), "%spilot", prefix);
     if (!spec->pilot)
         return 0;
-    p = pilot_find(s, spec->pilot);
+    p = sched_find_pilot(s, spec->pilot);
     if (!p)
         return qt_error_arg(err, field, "no pilot '%.64s'", spec->pilot);
     if (pilot_state_terminal(p->state))
@@ -872,14 +932,14 @@ json_t *sched_tasks_submit(struct sched *s, json_t *body, struct qt_error *err)
         qt_error_arg(err, NULL, "an array submission needs at least one task");
         return NULL;
     }
-    ts = xcalloc(n, sizeof(*ts));
+    ts = sched_xcalloc(n, sizeof(*ts));
     for (size_t i = 0; i < n; i++) {
         char prefix[32] = "";
         json_t *desc;
 
         if (is_array)
             snprintf(prefix, sizeof(prefix), "[%zu].", i);
-        ts[i] = xcalloc(1, sizeof(**ts));
+        ts[i] = sched_xcalloc(1, sizeof(**ts));
         parsed++;
         if (task_spec_parse(is_array ? json_array_get(body, i) : body, prefix,
                             &ts[i]->spec, err) < 0)
@@ -905,15 +965,15 @@ json_t *sched_tasks_submit(struct sched *s, json_t *body, struct qt_error *err)
             pthread_mutex_unlock(&s->lock);
             goto out;
         }
-        p = ts[i]->pilot_id ? pilot_by_id(s, ts[i]->pilot_id) : NULL;
-        ts[i]->pilot_scheduled = xstrdup(p ? p->name : "ANY");
+        p = ts[i]->pilot_id ? sched_pilot_by_id(s, ts[i]->pilot_id) : NULL;
+        ts[i]->pilot_scheduled = sched_xstrdup(p ? p->name : "ANY");
     }
     first_id = s->next_task_id + 1;
     s->next_task_id += (int64_t)n;
     tasks_reserve(s, s->next_task_id);
     pthread_mutex_unlock(&s->lock);
 
-    rows = xcalloc(n, sizeof(*rows));
+    rows = sched_xcalloc(n, sizeof(*rows));
     for (size_t i = 0; i < n; i++) {
         struct task *t = ts[i];
 
@@ -931,7 +991,7 @@ json_t *sched_tasks_submit(struct sched *s, json_t *body, struct qt_error *err)
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < n; i++) {
         struct task *t = ts[i];
-        struct pilot *p = t->pilot_id ? pilot_by_id(s, t->pilot_id) : NULL;
+        struct pilot *p = t->pilot_id ? sched_pilot_by_id(s, t->pilot_id) : NULL;
 
         s->tasks[t->id] = t;
         counts_add(s, t, +1);
@@ -940,10 +1000,10 @@ json_t *sched_tasks_submit(struct sched *s, json_t *body, struct qt_error *err)
 
             snprintf(msg, sizeof(msg), "pilot %s ended: %s", p->name,
                      p->reason ? p->reason : pilot_state_name(p->state));
-            task_end_pending(s, t, TASK_FAILED, msg);
+            sched_task_end_pending(s, t, TASK_FAILED, msg);
             continue;
         }
-        queue_push(s, t);
+        sched_queue_push(s, t);
     }
     if (is_array) {
         json_t *ids = json_array();
@@ -952,11 +1012,11 @@ json_t *sched_tasks_submit(struct sched *s, json_t *body, struct qt_error *err)
             json_array_append_new(ids, json_integer(ts[i]->id));
         out = json_pack("{s:o}", "ids", ids);
     } else {
-        out = task_json(s, ts[0]);
+        out = sched_task_json(s, ts[0]);
     }
     /* one wake per pilot involved, not one per task */
     for (size_t i = 0; i < s->npilots; i++)
-        pilot_wake(s->pilots[i]);
+        sched_pilot_wake(s, s->pilots[i]);
     pthread_mutex_unlock(&s->lock);
     free(rows);
     free(ts);
@@ -976,9 +1036,9 @@ json_t *sched_task_get(struct sched *s, int64_t id, struct qt_error *err)
     json_t *out = NULL;
 
     pthread_mutex_lock(&s->lock);
-    t = task_find(s, id);
+    t = sched_find_task(s, id);
     if (t)
-        out = task_json(s, t);
+        out = sched_task_json(s, t);
     else
         qt_error_set(err, 404, "not_found", NULL, "no task %lld", (long long)id);
     pthread_mutex_unlock(&s->lock);
@@ -1001,7 +1061,7 @@ json_t *sched_task_list(struct sched *s, const struct sched_task_filter *f,
     }
     pthread_mutex_lock(&s->lock);
     if (f->pilot) {
-        struct pilot *p = pilot_find(s, f->pilot);
+        struct pilot *p = sched_find_pilot(s, f->pilot);
 
         if (!p) {
             pthread_mutex_unlock(&s->lock);
@@ -1012,7 +1072,7 @@ json_t *sched_task_list(struct sched *s, const struct sched_task_filter *f,
         pilot_id = p->id;
     }
     for (int64_t id = f->after + 1; id <= s->next_task_id; id++) {
-        struct task *t = task_find(s, id);
+        struct task *t = sched_find_task(s, id);
 
         if (!t)
             continue;
@@ -1026,7 +1086,7 @@ json_t *sched_task_list(struct sched *s, const struct sched_task_filter *f,
             more = true;
             break;
         }
-        json_array_append_new(arr, task_json(s, t));
+        json_array_append_new(arr, sched_task_json(s, t));
         last = id;
     }
     pthread_mutex_unlock(&s->lock);
@@ -1040,7 +1100,7 @@ json_t *sched_task_cancel(struct sched *s, int64_t id, struct qt_error *err)
     json_t *out = NULL;
 
     pthread_mutex_lock(&s->lock);
-    t = task_find(s, id);
+    t = sched_find_task(s, id);
     if (!t) {
         qt_error_set(err, 404, "not_found", NULL, "no task %lld", (long long)id);
     } else if (task_state_terminal(t->state)) {
@@ -1048,13 +1108,13 @@ json_t *sched_task_cancel(struct sched *s, int64_t id, struct qt_error *err)
                      (long long)id, task_state_name(t->state));
     } else if (t->state == TASK_PENDING) {
         t->cancel_requested = true;
-        task_end_pending(s, t, TASK_CANCELED, "canceled");
-        out = task_json(s, t);
+        sched_task_end_pending(s, t, TASK_CANCELED, "canceled");
+        out = sched_task_json(s, t);
     } else {
         t->cancel_requested = true;
         if (t->ctl)
             exec_ctl_cancel(t->ctl);
-        out = task_json(s, t);
+        out = sched_task_json(s, t);
     }
     pthread_mutex_unlock(&s->lock);
     return out;
@@ -1064,21 +1124,20 @@ int sched_task_output_path(struct sched *s, int64_t id, int which, char *path,
                            size_t len, struct qt_error *err)
 {
     struct task *t;
-    int attempts = 0;
+    int rc = 0;
 
     pthread_mutex_lock(&s->lock);
-    t = task_find(s, id);
-    if (t)
-        attempts = t->attempts;
-    pthread_mutex_unlock(&s->lock);
+    t = sched_find_task(s, id);
     if (!t)
-        return qt_error_set(err, 404, "not_found", NULL, "no task %lld",
-                            (long long)id);
-    if (attempts == 0)
-        return qt_error_set(err, 404, "not_found", NULL,
-                            "task %lld has not started yet", (long long)id);
-    output_path(s, id, which, path, len);
-    return 0;
+        rc = qt_error_set(err, 404, "not_found", NULL, "no task %lld",
+                          (long long)id);
+    else if (t->attempts == 0)
+        rc = qt_error_set(err, 404, "not_found", NULL,
+                          "task %lld has not started yet", (long long)id);
+    else
+        sched_output_path(s, t, which, path, len);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
 }
 
 /* ---- long poll ------------------------------------------------------- */
@@ -1090,7 +1149,7 @@ int sched_task_watch(struct sched *s, int64_t id, struct sched_waiter *w,
     int rc;
 
     pthread_mutex_lock(&s->lock);
-    t = task_find(s, id);
+    t = sched_find_task(s, id);
     if (!t) {
         rc = qt_error_set(err, 404, "not_found", NULL, "no task %lld",
                           (long long)id);
@@ -1098,14 +1157,9 @@ int sched_task_watch(struct sched *s, int64_t id, struct sched_waiter *w,
         rc = 1;
     } else {
         w->task_id = id;
-        w->prev = NULL;
-        w->next = s->waiters;
-        if (s->waiters)
-            s->waiters->prev = w;
-        s->waiters = w;
-        w->registered = true;
-        t->nwaiters++;
-        pthread_cond_signal(&s->timer_cond);
+        w->pilot_id = 0;
+        w->lease = false;
+        sched_add_waiter(s, w);
         rc = 0;
     }
     pthread_mutex_unlock(&s->lock);
@@ -1115,19 +1169,8 @@ int sched_task_watch(struct sched *s, int64_t id, struct sched_waiter *w,
 void sched_task_unwatch(struct sched *s, struct sched_waiter *w)
 {
     pthread_mutex_lock(&s->lock);
-    if (w->registered) {
-        struct task *t = task_find(s, w->task_id);
-
-        if (w->prev)
-            w->prev->next = w->next;
-        else
-            s->waiters = w->next;
-        if (w->next)
-            w->next->prev = w->prev;
-        w->registered = false;
-        if (t)
-            t->nwaiters--;
-    }
+    if (w->registered)
+        waiter_unlink(s, w);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -1144,17 +1187,7 @@ static void *timer_main(void *arg)
         for (; w; w = nw) {
             nw = w->next;
             if (w->deadline <= now) {
-                struct task *t = task_find(s, w->task_id);
-
-                if (w->prev)
-                    w->prev->next = w->next;
-                else
-                    s->waiters = w->next;
-                if (w->next)
-                    w->next->prev = w->prev;
-                w->registered = false;
-                if (t)
-                    t->nwaiters--;
+                waiter_unlink(s, w);
                 w->fire(w);
             } else if (w->deadline < next) {
                 next = w->deadline;
@@ -1179,25 +1212,25 @@ struct load_ctx {
 static void load_pilot(void *arg, const struct db_pilot_row *r)
 {
     struct load_ctx *lc = arg;
-    struct pilot *p = pilot_new(r->id, r->name ? r->name : "?");
+    struct pilot *p = sched_pilot_new(r->id, r->name ? r->name : "?");
 
     p->resource = (enum pilot_resource)r->resource;
     p->engine = (enum pilot_engine)r->engine;
     p->state = (enum pilot_state)r->state;
-    p->description = xstrdup(r->description ? r->description : "{}");
-    p->reason = xstrdup(r->reason);
+    p->description = sched_xstrdup(r->description ? r->description : "{}");
+    p->reason = sched_xstrdup(r->reason);
     p->cores = r->cores > 0 ? r->cores : 1;
     p->create_time = r->create_time;
     p->start_time = r->start_time;
     p->end_time = r->end_time;
-    pilots_append(lc->s, p);
+    sched_pilots_append(lc->s, p);
 }
 
 static void load_task(void *arg, const struct db_task_row *r)
 {
     struct load_ctx *lc = arg;
     struct sched *s = lc->s;
-    struct task *t = xcalloc(1, sizeof(*t));
+    struct task *t = sched_xcalloc(1, sizeof(*t));
     struct qt_error err;
     json_t *desc = json_loads(r->description ? r->description : "", 0, NULL);
 
@@ -1213,9 +1246,9 @@ static void load_task(void *arg, const struct db_task_row *r)
     }
     json_decref(desc);
     t->id = r->id;
-    t->description = xstrdup(r->description);
+    t->description = sched_xstrdup(r->description);
     t->pilot_id = r->pilot_id;
-    t->pilot_scheduled = xstrdup(r->pilot_scheduled ? r->pilot_scheduled : "ANY");
+    t->pilot_scheduled = sched_xstrdup(r->pilot_scheduled ? r->pilot_scheduled : "ANY");
     t->state = (enum task_state)r->state;
     t->attempts = r->attempts;
     t->requeues = r->requeues;
@@ -1225,7 +1258,8 @@ static void load_task(void *arg, const struct db_task_row *r)
     t->end_time = r->end_time;
     t->exit_code = r->exit_code;
     t->term_signal = r->term_signal;
-    t->error_msg = xstrdup(r->error_msg);
+    t->error_msg = sched_xstrdup(r->error_msg);
+    t->hostname = sched_xstrdup(r->hostname);
     tasks_reserve(s, t->id);
     s->tasks[t->id] = t;
     if (t->id > s->next_task_id)
@@ -1236,31 +1270,38 @@ static void load_task(void *arg, const struct db_task_row *r)
         const char *msg = "interrupted: qtaud restarted";
         double now = time_now();
 
-        metrics_record(s, t, TASK_FAILED, msg, t->start_time, now, -1, 0,
+        sched_metrics_record(s, t, TASK_FAILED, msg, t->start_time, now, -1, 0,
                        t->run_pilot_id);
         free(t->error_msg);
-        t->error_msg = xstrdup(msg);
+        t->error_msg = sched_xstrdup(msg);
         t->requeues++;
-        task_transition(s, t, TASK_PENDING, t->run_pilot_id);
-        task_persist(s, t);
+        sched_task_transition(s, t, TASK_PENDING, t->run_pilot_id);
+        sched_task_persist(s, t);
         lc->requeued++;
     }
     if (t->state == TASK_PENDING)
-        queue_push(s, t);
+        sched_queue_push(s, t);
 }
 
 struct sched *sched_create(const struct sched_config *cfg, struct db_writer *w,
                            sqlite3 *db, struct qt_error *err)
 {
-    struct sched *s = xcalloc(1, sizeof(*s));
+    struct sched *s = sched_xcalloc(1, sizeof(*s));
     struct load_ctx lc = { .s = s };
     pthread_condattr_t ca;
 
     s->cfg = *cfg;
-    s->state_dir = xstrdup(cfg->state_dir);
-    s->hostname = xstrdup(cfg->hostname);
+    s->state_dir = sched_xstrdup(cfg->state_dir);
+    s->hostname = sched_xstrdup(cfg->hostname);
     s->cfg.state_dir = s->state_dir;
     s->cfg.hostname = s->hostname;
+    s->agent_path = sched_xstrdup(cfg->agent_path ? cfg->agent_path : "qtau-agent");
+    s->agent_url = sched_xstrdup("");
+    s->cfg.agent_path = s->agent_path;
+    if (s->cfg.slurm_poll <= 0)
+        s->cfg.slurm_poll = 2;
+    if (s->cfg.heartbeat <= 0)
+        s->cfg.heartbeat = 5;
     s->w = w;
     snprintf(s->output_dir, sizeof(s->output_dir), "%s/output", cfg->state_dir);
     if (mkdir(s->output_dir, 0700) < 0 && errno != EEXIST) {
@@ -1298,28 +1339,28 @@ int sched_start(struct sched *s, struct qt_error *err)
     int rc;
 
     pthread_mutex_lock(&s->lock);
-    local = pilot_find(s, "local");
+    local = sched_find_pilot(s, "local");
     if (s->cfg.local_pilot) {
-        int cores = s->cfg.local_cores > 0 ? s->cfg.local_cores : online_cpus();
+        int cores = s->cfg.local_cores > 0 ? s->cfg.local_cores : sched_online_cpus();
 
         if (!local || pilot_state_terminal(local->state)) {
             if (local) {
                 /* an ended "local" from an earlier run keeps its name; the
                  * new default pilot takes it over */
                 free(local->name);
-                local->name = xstrdup("local-old");
-                pilot_persist(s, local);
+                local->name = sched_xstrdup("local-old");
+                sched_pilot_persist(s, local);
             }
-            local = pilot_new(s->next_pilot_id + 1, "local");
-            local->description = xstrdup("{\"resource\":\"local\",\"engine\":\"qtau\"}");
+            local = sched_pilot_new(s->next_pilot_id + 1, "local");
+            local->description = sched_xstrdup("{\"resource\":\"local\",\"engine\":\"qtau\"}");
             local->create_time = local->start_time = time_now();
-            pilots_append(s, local);
+            sched_pilots_append(s, local);
         }
         local->cores = cores;
         local->state = PILOT_RUNNING;
-        pilot_persist(s, local);
+        sched_pilot_persist(s, local);
     } else if (local && !pilot_state_terminal(local->state)) {
-        pilot_end(s, local, PILOT_DONE, "local pilot disabled by configuration");
+        sched_pilot_end(s, local, PILOT_DONE, "local pilot disabled by configuration");
     }
     for (size_t i = 0; i < s->npilots; i++) {
         struct pilot *p = s->pilots[i];
@@ -1331,6 +1372,8 @@ int sched_start(struct sched *s, struct qt_error *err)
         }
     }
     pthread_mutex_unlock(&s->lock);
+    if (slurm_pilots_start(s, err) < 0)
+        return -1;
     rc = pthread_create(&s->timer, NULL, timer_main, s);
     if (rc != 0)
         return qt_error_set(err, 503, "unavailable", NULL,
@@ -1347,7 +1390,7 @@ void sched_drain(struct sched *s, double grace)
     pthread_mutex_lock(&s->lock);
     s->draining = true;
     for (size_t i = 0; i < s->npilots; i++)
-        pilot_wake(s->pilots[i]);
+        sched_pilot_wake(s, s->pilots[i]);
     if (s->running)
         log_info("draining: waiting up to %g s for %d running tasks", grace,
                  s->running);
@@ -1360,11 +1403,11 @@ void sched_drain(struct sched *s, double grace)
     if (s->running > 0) {
         log_warn("grace period over: stopping %d running tasks", s->running);
         for (int64_t id = 1; id <= s->next_task_id; id++) {
-            struct task *t = task_find(s, id);
+            struct task *t = sched_find_task(s, id);
 
             if (t && t->state == TASK_RUNNING && t->ctl) {
                 free(t->interrupt);
-                t->interrupt = xstrdup("interrupted: qtaud shut down");
+                t->interrupt = sched_xstrdup("interrupted: qtaud shut down");
                 exec_ctl_cancel(t->ctl);
             }
         }
@@ -1372,7 +1415,10 @@ void sched_drain(struct sched *s, double grace)
             pthread_cond_wait(&s->idle, &s->lock);
     }
     s->stopping = true;
-    fire_waiters(s, 0);
+    sched_fire_waiters(s, 0);
+    pthread_mutex_unlock(&s->lock);
+    slurm_pilots_stop(s);
+    pthread_mutex_lock(&s->lock);
     pthread_cond_signal(&s->timer_cond);
     pthread_mutex_unlock(&s->lock);
 
@@ -1400,9 +1446,20 @@ void sched_destroy(struct sched *s)
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->idle);
     pthread_cond_destroy(&s->timer_cond);
+    slurm_pilots_stop(s);
     free(s->state_dir);
     free(s->hostname);
+    free(s->agent_path);
+    free(s->agent_url);
     free(s);
+}
+
+void sched_set_agent_url(struct sched *s, const char *url)
+{
+    pthread_mutex_lock(&s->lock);
+    free(s->agent_url);
+    s->agent_url = sched_xstrdup(url);
+    pthread_mutex_unlock(&s->lock);
 }
 
 int sched_sync(struct sched *s, struct qt_error *err)

@@ -31,6 +31,11 @@ struct sched_config {
     int local_cores;           /* 0: online CPUs */
     bool local_pilot;          /* create/keep the default pilot "local" */
     double kill_grace;         /* SIGTERM -> SIGKILL, seconds */
+    int max_requeues;          /* pilot losses a task survives */
+    /* SLURM pilots */
+    const char *agent_path;    /* qtau-agent, as the nodes see it */
+    double slurm_poll;         /* seconds between job state polls */
+    double heartbeat;          /* seconds between agent heartbeats */
 };
 
 /* A long-poll waiter, owned by the API.  fire() is called exactly once,
@@ -38,7 +43,9 @@ struct sched_config {
  * or the scheduler shuts down; it must not call back into the scheduler. */
 struct sched_waiter {
     struct sched_waiter *next, *prev;  /* the scheduler's lists */
-    int64_t task_id;
+    int64_t task_id;                   /* a task's long poll, or */
+    int64_t pilot_id;                  /* an agent's lease, or a SLURM submission */
+    bool lease;                        /* pilot_id's waiter is a lease */
     double deadline;                   /* monotonic seconds */
     bool registered;
     void (*fire)(struct sched_waiter *w);
@@ -57,8 +64,16 @@ int sched_start(struct sched *s, struct qt_error *err);
 void sched_drain(struct sched *s, double grace);
 void sched_destroy(struct sched *s);
 
-/* Pilots */
-json_t *sched_pilot_create(struct sched *s, json_t *body, struct qt_error *err);
+/* Pilots.  A local pilot is created at once: returns 0 and sets *out.  A
+ * SLURM pilot is answered once SLURM has answered: returns 1 with w
+ * registered (w->pilot_id set; fire() is called then) and the caller asks
+ * sched_pilot_submitted() for the answer.  -1 with err on a bad request. */
+int sched_pilot_create(struct sched *s, json_t *body, struct sched_waiter *w,
+                       json_t **out, struct qt_error *err);
+/* The answer to a SLURM pilot's creation: the pilot, or SLURM's refusal
+ * (status 400 with SLURM's text, 503 when slurmctld could not be reached). */
+json_t *sched_pilot_submitted(struct sched *s, int64_t pilot_id,
+                              struct qt_error *err);
 json_t *sched_pilot_get(struct sched *s, const char *ref, struct qt_error *err);
 json_t *sched_pilot_list(struct sched *s, struct qt_error *err);
 json_t *sched_pilot_cancel(struct sched *s, const char *ref, struct qt_error *err);
@@ -89,9 +104,25 @@ int sched_task_watch(struct sched *s, int64_t id, struct sched_waiter *w,
 /* Removes w if still registered (a no-op after it fired). */
 void sched_task_unwatch(struct sched *s, struct sched_waiter *w);
 
+/* Agents (agent/PROTOCOL.md).  token is the bearer token the request
+ * carried; each call checks it against the pilot named in body.  Lease is
+ * a long poll: it returns 0 with *out, or 1 with w registered until
+ * deadline (monotonic), to be called again when w fires. */
+json_t *sched_agent_register(struct sched *s, const char *token, json_t *body,
+                             struct qt_error *err);
+int sched_agent_lease(struct sched *s, const char *token, json_t *body,
+                      struct sched_waiter *w, double deadline, json_t **out,
+                      struct qt_error *err);
+json_t *sched_agent_report(struct sched *s, const char *token, json_t *body,
+                           struct qt_error *err);
+json_t *sched_agent_heartbeat(struct sched *s, const char *token, json_t *body,
+                              struct qt_error *err);
+
 /* Resolves a pilot name or id to its id; the metrics CSV filter uses it. */
 int sched_pilot_id(struct sched *s, const char *ref, int64_t *id,
                    struct qt_error *err);
+/* Where agents reach qtaud (known once the listener is bound). */
+void sched_set_agent_url(struct sched *s, const char *url);
 /* Makes every change queued so far durable (for readers of the store). */
 int sched_sync(struct sched *s, struct qt_error *err);
 
