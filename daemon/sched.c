@@ -94,7 +94,8 @@ uint64_t sched_pilot_persist(struct sched *s, const struct pilot *p)
         .engine = (int)p->engine, .state = (int)p->state,
         .description = p->description, .cores = p->cores, .reason = p->reason,
         .create_time = p->create_time, .start_time = p->start_time,
-        .end_time = p->end_time,
+        .end_time = p->end_time, .slurm_job_id = p->slurm_job_id,
+        .token = p->token, .workdir = p->workdir,
     };
 
     return db_writer_pilot(s->w, &r);
@@ -1223,6 +1224,14 @@ static void load_pilot(void *arg, const struct db_pilot_row *r)
     p->create_time = r->create_time;
     p->start_time = r->start_time;
     p->end_time = r->end_time;
+    if (p->resource == RESOURCE_SLURM) {
+        /* followed again by the SLURM thread's polls; its agents register
+         * again with the same token */
+        p->slurm_job_id = (uint32_t)r->slurm_job_id;
+        p->token = sched_xstrdup(r->token);
+        p->workdir = sched_xstrdup(r->workdir);
+        p->slurm_state = sched_xstrdup(r->slurm_job_id ? "UNKNOWN" : NULL);
+    }
     sched_pilots_append(lc->s, p);
 }
 
@@ -1374,6 +1383,16 @@ int sched_start(struct sched *s, struct qt_error *err)
     pthread_mutex_unlock(&s->lock);
     if (slurm_pilots_start(s, err) < 0)
         return -1;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->npilots; i++) {
+        struct pilot *p = s->pilots[i];
+
+        /* accepted, but qtaud stopped before SLURM had answered */
+        if (p->resource == RESOURCE_SLURM && p->state == PILOT_PENDING
+            && !p->slurm_job_id)
+            slurm_pilot_submit(s, p);
+    }
+    pthread_mutex_unlock(&s->lock);
     rc = pthread_create(&s->timer, NULL, timer_main, s);
     if (rc != 0)
         return qt_error_set(err, 503, "unavailable", NULL,

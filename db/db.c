@@ -67,6 +67,18 @@ static int db_migrate(sqlite3 *db, struct qt_error *err)
         if (db_exec(db, "COMMIT", err) < 0)
             return -1;
         log_info("created database schema version 1");
+        version = 1;
+    }
+    if (version < 2) {
+        if (db_exec(db, "BEGIN IMMEDIATE", err) < 0)
+            return -1;
+        if (db_exec(db, DB_SQL_MIGRATE_TO_2 "PRAGMA user_version = 2;", err) < 0) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+        if (db_exec(db, "COMMIT", err) < 0)
+            return -1;
+        log_info("migrated database schema to version 2");
     }
     return 0;
 }
@@ -154,6 +166,9 @@ int db_load_pilots(sqlite3 *db, void (*fn)(void *arg, const struct db_pilot_row 
             .create_time = sqlite3_column_double(st, 8),
             .start_time = sqlite3_column_double(st, 9),
             .end_time = sqlite3_column_double(st, 10),
+            .slurm_job_id = sqlite3_column_int64(st, 11),
+            .token = col_text(st, 12),
+            .workdir = col_text(st, 13),
         };
         fn(arg, &r);
     }

@@ -24,7 +24,7 @@
 #include "common/buf.h"
 #include "common/error.h"
 
-#define DB_SCHEMA_VERSION 1
+#define DB_SCHEMA_VERSION 2
 
 struct db_task_row {
     int64_t id;
@@ -68,6 +68,9 @@ struct db_pilot_row {
     int cores;
     const char *reason;
     double create_time, start_time, end_time;
+    int64_t slurm_job_id;        /* 0 none */
+    const char *token;           /* SLURM pilots: their agents' token */
+    const char *workdir;         /* SLURM pilots: the job's folder */
 };
 
 /* Opens (creating if needed) the database at path read-write, sets WAL and

@@ -1,6 +1,7 @@
 /*
  * schema.h - SQL text shared by db.c (migration, reads) and writer.c.
- * Version 1 is the first schema; later versions append migration steps.
+ * Version 1 is the first schema; each later version is one migration step
+ * (DB_SQL_MIGRATE_TO_<n>) applied in order at start-up.
  */
 #ifndef QT_DB_SCHEMA_H
 #define QT_DB_SCHEMA_H
@@ -72,16 +73,27 @@
     " exit_code, signal, pilot_id, hostname)" \
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
 
+/* Version 2: what a SLURM pilot needs to be followed again after a
+ * restart - its job, its agents' token and its folder. */
+#define DB_SQL_MIGRATE_TO_2 \
+    "ALTER TABLE pilots ADD COLUMN slurm_job_id INTEGER;" \
+    "ALTER TABLE pilots ADD COLUMN token TEXT;" \
+    "ALTER TABLE pilots ADD COLUMN workdir TEXT;"
+
+/* The name is updated too: an ended pilot gives its name up (the default
+ * pilot "local" of an earlier run becomes "local-old"). */
 #define DB_SQL_PILOT_UPSERT \
     "INSERT INTO pilots (id, name, resource, engine, state, description," \
-    " cores, reason, create_time, start_time, end_time)" \
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)" \
-    " ON CONFLICT (id) DO UPDATE SET state = ?5, reason = ?8," \
-    " start_time = ?10, end_time = ?11"
+    " cores, reason, create_time, start_time, end_time, slurm_job_id, token," \
+    " workdir)" \
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)" \
+    " ON CONFLICT (id) DO UPDATE SET name = ?2, state = ?5, cores = ?7," \
+    " reason = ?8, start_time = ?10, end_time = ?11, slurm_job_id = ?12"
 
 #define DB_SQL_PILOT_LOAD \
     "SELECT id, name, resource, engine, state, description, cores, reason," \
-    " create_time, start_time, end_time FROM pilots ORDER BY id"
+    " create_time, start_time, end_time, slurm_job_id, token, workdir" \
+    " FROM pilots ORDER BY id"
 
 #define DB_SQL_TASK_LOAD \
     "SELECT id, name, description, pilot_id, pilot_scheduled, state," \

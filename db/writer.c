@@ -121,6 +121,8 @@ static void op_free(struct op *op)
         free((char *)op->pilot.name);
         free((char *)op->pilot.description);
         free((char *)op->pilot.reason);
+        free((char *)op->pilot.token);
+        free((char *)op->pilot.workdir);
         break;
     }
     free(op);
@@ -221,6 +223,9 @@ static int apply_pilot(struct db_writer *w, const struct db_pilot_row *r)
     sqlite3_bind_double(st, 9, r->create_time);
     bind_time(st, 10, r->start_time);
     bind_time(st, 11, r->end_time);
+    bind_id(st, 12, r->slurm_job_id);
+    bind_text(st, 13, r->token);
+    bind_text(st, 14, r->workdir);
     return step_reset(st);
 }
 
@@ -524,6 +529,8 @@ uint64_t db_writer_pilot(struct db_writer *w, const struct db_pilot_row *row)
     op->pilot.name = dup_or_null(row->name);
     op->pilot.description = dup_or_null(row->description);
     op->pilot.reason = dup_or_null(row->reason);
+    op->pilot.token = dup_or_null(row->token);
+    op->pilot.workdir = dup_or_null(row->workdir);
     return enqueue(w, op);
 }
 

@@ -814,6 +814,42 @@ START_TEST(test_restart_keeps_state)
 }
 END_TEST
 
+/* The default pilot ended by --no-local-pilot comes back at the next plain
+ * start under its own name, the old one renamed "local-old" in the store
+ * too (a stale name once made every later write fail a UNIQUE check). */
+START_TEST(test_default_pilot_comes_back)
+{
+    json_t *p, *t;
+    long long id;
+
+    start(NULL);
+    ck_assert_int_eq(WEXITSTATUS(daemon_stop(&d, SIGTERM)), 0);
+    ck_assert_int_eq(daemon_start(&d, (const char *const[]){ "--no-local-pilot", NULL }), 0);
+    p = http_json(&d, "GET", "/v1/pilots/local", NULL, 200);
+    ck_assert_str_eq(jstr(p, "state"), "DONE");
+    json_decref(p);
+    ck_assert_int_eq(WEXITSTATUS(daemon_stop(&d, SIGTERM)), 0);
+    ck_assert_int_eq(daemon_start(&d, NULL), 0);
+    p = http_json(&d, "GET", "/v1/pilots/local", NULL, 200);
+    ck_assert_str_eq(jstr(p, "state"), "RUNNING");
+    ck_assert_int_eq(jint(p, "id"), 2);
+    json_decref(p);
+    id = submit("{\"command\": [\"true\"]}");
+    t = wait_task(&d, id, 20);
+    ck_assert_str_eq(jstr(t, "state"), "SUCCESS");
+    json_decref(t);
+    /* and once more: the store holds the names the daemon shows */
+    ck_assert_int_eq(WEXITSTATUS(daemon_stop(&d, SIGTERM)), 0);
+    ck_assert_int_eq(daemon_start(&d, NULL), 0);
+    p = http_json(&d, "GET", "/v1/pilots/local-old", NULL, 200);
+    ck_assert_int_eq(jint(p, "id"), 1);
+    json_decref(p);
+    p = http_json(&d, "GET", "/v1/pilots/local", NULL, 200);
+    ck_assert_int_eq(jint(p, "id"), 2);
+    json_decref(p);
+}
+END_TEST
+
 START_TEST(test_not_root_without_flag)
 {
     /* qtaud refuses root unless --allow-root; as non-root it starts */
@@ -854,6 +890,7 @@ static Suite *api_suite(void)
     tcase_add_test(tc, test_long_poll_does_not_block);
     tcase_add_test(tc, test_long_poll_timeout);
     tcase_add_test(tc, test_restart_keeps_state);
+    tcase_add_test(tc, test_default_pilot_comes_back);
     tcase_add_test(tc, test_not_root_without_flag);
     suite_add_tcase(s, tc);
     return s;

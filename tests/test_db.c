@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "db/db.h"
+#include "db/schema.h"
 
 static char root[200];     /* the mkdtemp root of the whole run */
 static char dir[224];      /* this test's directory */
@@ -218,6 +219,8 @@ static void load_pilot_cb(void *arg, const struct db_pilot_row *r)
     c->name = dup_or_null(r->name);
     c->description = dup_or_null(r->description);
     c->reason = dup_or_null(r->reason);
+    c->token = dup_or_null(r->token);
+    c->workdir = dup_or_null(r->workdir);
 }
 
 static void loaded_free(struct loaded *l)
@@ -233,6 +236,8 @@ static void loaded_free(struct loaded *l)
         free((char *)l->pilots[i].name);
         free((char *)l->pilots[i].description);
         free((char *)l->pilots[i].reason);
+        free((char *)l->pilots[i].token);
+        free((char *)l->pilots[i].workdir);
     }
 }
 
@@ -287,6 +292,9 @@ static void assert_pilot_eq(const struct db_pilot_row *got,
     ck_assert_double_eq(got->create_time, want->create_time);
     ck_assert_double_eq(got->start_time, want->start_time);
     ck_assert_double_eq(got->end_time, want->end_time);
+    ck_assert_int_eq(got->slurm_job_id, want->slurm_job_id);
+    ck_assert_pstr_eq(got->token, want->token);
+    ck_assert_pstr_eq(got->workdir, want->workdir);
 }
 
 /* ---- helpers: CSV ----------------------------------------------------- */
@@ -427,6 +435,68 @@ START_TEST(test_newer_schema_refused)
     ck_assert_int_eq(raw_int(raw, "SELECT count(*) FROM sqlite_master"), 1);
     assert_raw_text(raw, "PRAGMA journal_mode", "delete");
     sqlite3_close(raw);
+}
+END_TEST
+
+/* A version 1 database (the first release's) is migrated in place: its
+ * rows stay, pilots gain the SLURM columns, empty. */
+START_TEST(test_migrate_from_v1)
+{
+    sqlite3 *raw = raw_open(dbpath), *db;
+    struct loaded l = { 0 };
+
+    raw_exec(raw, DB_SQL_SCHEMA_V1 "PRAGMA user_version = 1;");
+    raw_exec(raw, "INSERT INTO pilots (id, name, resource, engine, state,"
+                  " description, cores, create_time)"
+                  " VALUES (1, 'local', 'local', 'qtau', 'RUNNING', '{}', 2, 5.0)");
+    sqlite3_close(raw);
+
+    db = open_ok(dbpath);
+    ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+    db_close(db);
+    load_all(&l);
+    ck_assert_int_eq(l.npilots, 1);
+    ck_assert_str_eq(l.pilots[0].name, "local");
+    ck_assert_int_eq(l.pilots[0].slurm_job_id, 0);
+    ck_assert_ptr_null(l.pilots[0].token);
+    loaded_free(&l);
+}
+END_TEST
+
+/* A SLURM pilot's job id, token and folder survive a restart; an update
+ * renames (the ended default pilot becomes "local-old"). */
+START_TEST(test_pilot_slurm_fields_and_rename)
+{
+    struct db_writer *w = writer_open();
+    struct db_pilot_row p = local_pilot(1, "local");
+    struct db_pilot_row sp = local_pilot(2, "big");
+    struct loaded l = { 0 };
+
+    sp.resource = RESOURCE_SLURM;
+    sp.state = PILOT_PENDING;
+    sp.token = "0123abcd";
+    sp.workdir = "/scratch/pilot-2";
+    wait_ok(w, db_writer_pilot(w, &p));
+    wait_ok(w, db_writer_pilot(w, &sp));
+    sp.slurm_job_id = 4242;
+    sp.state = PILOT_RUNNING;
+    p.name = "local-old";
+    p.state = PILOT_DONE;
+    wait_ok(w, db_writer_pilot(w, &sp));
+    wait_ok(w, db_writer_pilot(w, &p));
+    /* the name is free again */
+    wait_ok(w, db_writer_pilot(w, &(struct db_pilot_row){
+                                      .id = 3, .name = "local", .resource = RESOURCE_LOCAL,
+                                      .engine = ENGINE_QTAU, .state = PILOT_RUNNING,
+                                      .description = "{}", .cores = 1,
+                                      .create_time = 7.0 }));
+    db_writer_stop(w);
+    load_all(&l);
+    ck_assert_int_eq(l.npilots, 3);
+    assert_pilot_eq(&l.pilots[0], &p);
+    assert_pilot_eq(&l.pilots[1], &sp);
+    ck_assert_str_eq(l.pilots[2].name, "local");
+    loaded_free(&l);
 }
 END_TEST
 
@@ -1020,6 +1090,8 @@ static Suite *db_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_open_creates_schema);
     tcase_add_test(tc, test_reopen_keeps_rows);
+    tcase_add_test(tc, test_migrate_from_v1);
+    tcase_add_test(tc, test_pilot_slurm_fields_and_rename);
     tcase_add_test(tc, test_newer_schema_refused);
     tcase_add_test(tc, test_open_errors);
     tcase_add_test(tc, test_writer_roundtrip);
