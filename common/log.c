@@ -8,6 +8,7 @@
 #include "common/timeutil.h"
 
 enum log_level log_threshold = LOG_LVL_INFO;
+const char *log_ident = "qtaud";
 
 static const char *const level_names[] = { "error", "warning", "info", "debug" };
 /* syslog priorities, understood by journald at the start of a stderr line */
@@ -23,8 +24,8 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
     if (lvl > log_threshold)
         return;
     time_iso8601(time_now(), stamp, sizeof(stamp));
-    n = snprintf(line, sizeof(line), "<%d>%s qtaud %s: ", level_prio[lvl],
-                 stamp, level_names[lvl]);
+    n = snprintf(line, sizeof(line), "<%d>%s %s %s: ", level_prio[lvl],
+                 stamp, log_ident, level_names[lvl]);
     va_start(ap, fmt);
     m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
     va_end(ap);

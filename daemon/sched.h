@@ -121,6 +121,11 @@ json_t *sched_agent_heartbeat(struct sched *s, const char *token, json_t *body,
 /* Resolves a pilot name or id to its id; the metrics CSV filter uses it. */
 int sched_pilot_id(struct sched *s, const char *ref, int64_t *id,
                    struct qt_error *err);
+/* The SLURM job description a pilot description body would be submitted
+ * as (slurm_drv_describe's form), without submitting it; tests check the
+ * optional fields with it.  A new reference, or NULL with err. */
+json_t *slurm_pilot_describe(struct sched *s, json_t *body, struct qt_error *err);
+
 /* Where agents reach qtaud (known once the listener is bound). */
 void sched_set_agent_url(struct sched *s, const char *url);
 /* Makes every change queued so far durable (for readers of the store). */

@@ -192,7 +192,7 @@ static char *batch_script(const struct sched *s, const struct pilot_spec *spec)
     for (char **l = spec->scheduler_script_commands; l && *l; l++)
         buf_addf(&b, "%s\n", *l);
     buf_adds(&b, "# a qtaud pilot: one qtau-agent on every node of the allocation\n"
-                 "exec srun --ntasks-per-node=1 --kill-on-bad-exit=0");
+                 "exec srun --export=ALL --ntasks-per-node=1 --kill-on-bad-exit=0");
     if (spec->cores_per_node > 0)
         buf_addf(&b, " --cpus-per-task=%d", spec->cores_per_node);
     buf_addc(&b, ' ');
@@ -240,6 +240,57 @@ static void strv_free_all(char **v)
     for (char **e = v; e && *e; e++)
         free(*e);
     free(v);
+}
+
+/* Fills sub from spec: each optional field only when the description had
+ * it (the parser already dropped null, "" and "None"). */
+static void submission(const struct pilot_spec *spec, const char *name,
+                       const char *script, const char *workdir, const char *out,
+                       char *const *env, struct slurm_submit *sub)
+{
+    *sub = (struct slurm_submit){
+        .name = name, .script = script,
+        .nodes = spec->number_of_nodes > 0 ? spec->number_of_nodes : 1,
+        .cores_per_node = spec->cores_per_node,
+        .gpus_per_node = spec->gpus_per_node,
+        .walltime = spec->walltime > 0 ? spec->walltime : DEFAULT_WALLTIME,
+        .partition = spec->queue, .qos = spec->qos, .account = spec->project,
+        .reservation = spec->reservation, .work_dir = workdir,
+        .std_out = out, .env = env,
+    };
+}
+
+json_t *slurm_pilot_describe(struct sched *s, json_t *body, struct qt_error *err)
+{
+    struct pilot_spec spec;
+    struct slurm_submit sub;
+    struct pilot p = { .id = 1, .name = "describe", .token = "TOKEN" };
+    char workdir[PATH_MAX], out[PATH_MAX + 32], *script;
+    char **env;
+    json_t *desc;
+
+    if (pilot_spec_parse(body, &spec, err) < 0)
+        return NULL;
+    if (spec.resource != RESOURCE_SLURM) {
+        pilot_spec_release(&spec);
+        qt_error_arg(err, "resource", "only a slurm pilot has a job description");
+        return NULL;
+    }
+    snprintf(workdir, sizeof(workdir), "%s", spec.working_directory
+                                                 ? spec.working_directory
+                                                 : "/pilot-folder");
+    snprintf(out, sizeof(out), "%s/slurm-%%j.out", workdir);
+    p.workdir = workdir;
+    pthread_mutex_lock(&s->lock);
+    script = batch_script(s, &spec);
+    env = job_environment(s, &p, &spec);
+    pthread_mutex_unlock(&s->lock);
+    submission(&spec, "qtau-describe", script, workdir, out, env, &sub);
+    desc = slurm_drv_describe(&sub);
+    free(script);
+    strv_free_all(env);
+    pilot_spec_release(&spec);
+    return desc;
 }
 
 /* Submits pilot id's job (SLURM thread, lock not held). */
@@ -293,17 +344,9 @@ static void submit_one(struct sched *s, int64_t id)
         }
     }
     if (rc == 0) {
-        struct slurm_submit sub = {
-            .name = name, .script = script,
-            .nodes = spec.number_of_nodes > 0 ? spec.number_of_nodes : 1,
-            .cores_per_node = spec.cores_per_node,
-            .gpus_per_node = spec.gpus_per_node,
-            .walltime = spec.walltime > 0 ? spec.walltime : DEFAULT_WALLTIME,
-            .partition = spec.queue, .qos = spec.qos, .account = spec.project,
-            .reservation = spec.reservation, .work_dir = workdir,
-            .std_out = out, .env = env,
-        };
+        struct slurm_submit sub;
 
+        submission(&spec, name, script, workdir, out, env, &sub);
         rc = slurm_drv_submit(&sub, &job_id, &err);
     }
     free(script);
@@ -733,8 +776,9 @@ static int report_one(struct sched *s, struct pilot *p, json_t *r, size_t i,
                       struct qt_error *err)
 {
     json_int_t id = 0, attempt = 0;
-    json_t *exit_code = NULL, *sig = NULL;
-    const char *outcome = NULL, *start = NULL, *end = NULL, *msg = NULL;
+    json_t *exit_code = NULL, *sig = NULL, *msg = NULL;
+    int interrupted = 0;
+    const char *outcome = NULL, *start = NULL, *end = NULL;
     struct exec_result res = { .exit_code = -1 };
     json_error_t jerr;
     struct task *t;
@@ -742,10 +786,14 @@ static int report_one(struct sched *s, struct pilot *p, json_t *r, size_t i,
     char field[48];
 
     snprintf(field, sizeof(field), "results[%zu]", i);
-    if (json_unpack_ex(r, &jerr, JSON_STRICT, "{s:I, s:I, s:s, s?o, s?o, s:s, s:s, s?z}",
+    /* (jansson 2.14 has no nullable-string format: error_msg is taken as
+     * an object and checked below) */
+    if (json_unpack_ex(r, &jerr, JSON_STRICT,
+                       "{s:I, s:I, s:s, s?o, s?o, s:s, s:s, s?o, s?b}",
                        "id", &id, "attempt", &attempt, "outcome", &outcome,
                        "exit_code", &exit_code, "signal", &sig, "start_time", &start,
-                       "end_time", &end, "error_msg", &msg) < 0)
+                       "end_time", &end, "error_msg", &msg,
+                       "interrupted", &interrupted) < 0)
         return qt_error_arg(err, field, "%s: %s", field, jerr.text);
     if (qt_enum_parse(&exec_outcome_enum, outcome, &value, field, err) < 0)
         return -1;
@@ -758,7 +806,10 @@ static int report_one(struct sched *s, struct pilot *p, json_t *r, size_t i,
         res.exit_code = (int)json_integer_value(exit_code);
     if (sig && json_is_integer(sig))
         res.term_signal = (int)json_integer_value(sig);
-    snprintf(res.error_msg, sizeof(res.error_msg), "%s", msg ? msg : "");
+    if (msg && !json_is_null(msg) && !json_is_string(msg))
+        return qt_error_arg(err, field, "%s: error_msg must be a string or null", field);
+    snprintf(res.error_msg, sizeof(res.error_msg), "%s",
+             json_is_string(msg) ? json_string_value(msg) : "");
 
     t = sched_find_task(s, (int64_t)id);
     /* a result for an attempt qtaud no longer waits for (requeued after
@@ -766,6 +817,17 @@ static int report_one(struct sched *s, struct pilot *p, json_t *r, size_t i,
     if (!t || t->state != TASK_RUNNING || t->run_pilot_id != p->id
         || t->attempts != (int)attempt || t->ctl)
         return 0;
+    /* stopped by its agent because the pilot is going away (SLURM's
+     * SIGTERM at walltime or scancel): not the task's fault, so it goes
+     * back to the queue like a task of a lost pilot */
+    if (interrupted && !t->cancel_requested) {
+        char why[384];
+
+        snprintf(why, sizeof(why), "pilot %s ended: its agent on %s was stopped",
+                 p->name, t->hostname ? t->hostname : "?");
+        free(t->interrupt);
+        t->interrupt = sched_xstrdup(why);
+    }
     sched_task_finish(s, t, p, &res);
     return 0;
 }
