@@ -443,12 +443,31 @@ void sched_output_path(const struct sched *s, const struct task *t, int which,
         /* written by the agent on the node, into the job's folder */
         snprintf(path, len, "%s/output/%lld.%d.%s", p->workdir, (long long)t->id,
                  t->attempts, which == 1 ? "out" : "err");
-        return;
+    } else if (t->worker) {
+        /* running: its worker's live files */
+        snprintf(path, len, "%s", which == 1 ? t->worker->live_out : t->worker->live_err);
+    } else {
+        snprintf(path, len, "%s/%lld.%s", s->output_dir, (long long)t->id,
+                 which == 1 ? "out" : "err");
     }
-    int64_t id = t->id;
+}
 
-    snprintf(path, len, "%s/%lld.%s", s->output_dir, (long long)id,
-             which == 1 ? "out" : "err");
+/* Gives a finished attempt's output its task's name - or, when it wrote
+ * nothing, no file at all.  A worker writes every task into the same two
+ * live files, so a task that prints nothing costs no new inode: creating
+ * two files per task was most of a no-op task's cost on ext4 (inode
+ * allocation, and workers contending for the folder's lock). */
+static void keep_output(const char *live, const char *final)
+{
+    struct stat st;
+
+    if (stat(live, &st) == 0 && st.st_size > 0) {
+        if (rename(live, final) < 0)
+            log_warn("cannot keep task output %s: %s", final, strerror(errno));
+    } else if (unlink(final) < 0 && errno != ENOENT) {
+        /* an earlier attempt's output must not pass for this one's */
+        log_warn("cannot remove stale task output %s: %s", final, strerror(errno));
+    }
 }
 
 static void *worker_main(void *arg)
@@ -477,16 +496,22 @@ static void *worker_main(void *arg)
 
         sched_output_path(s, t, 1, out, sizeof(out));
         sched_output_path(s, t, 2, err, sizeof(err));
+        t->worker = wk;
         spec = (struct exec_spec){
             .argv = t->spec.argv, .shell = t->spec.shell, .env_add = t->spec.env,
-            .cwd = t->spec.cwd, .stdout_path = out, .stderr_path = err,
+            .cwd = t->spec.cwd, .stdout_path = wk->live_out,
+            .stderr_path = wk->live_err,
             .timeout = t->spec.timeout, .kill_grace = s->cfg.kill_grace,
         };
         pthread_mutex_unlock(&s->lock);
 
         exec_run(&spec, wk->ctl, &res);
+        /* before the end is visible: whoever sees it finds the output */
+        keep_output(wk->live_out, out);
+        keep_output(wk->live_err, err);
 
         pthread_mutex_lock(&s->lock);
+        t->worker = NULL;
         t->ctl = NULL;
         p->free_slots += t->spec.cores;
         s->running--;
@@ -511,6 +536,10 @@ static int pilot_start_pool(struct sched *s, struct pilot *p, struct qt_error *e
 
         wk->s = s;
         wk->p = p;
+        snprintf(wk->live_out, sizeof(wk->live_out), "%s/.live-%lld-%d.out",
+                 s->output_dir, (long long)p->id, i);
+        snprintf(wk->live_err, sizeof(wk->live_err), "%s/.live-%lld-%d.err",
+                 s->output_dir, (long long)p->id, i);
         wk->ctl = exec_ctl_create();
         if (!wk->ctl)
             return qt_error_set(err, 503, "unavailable", NULL,

@@ -52,6 +52,7 @@ struct task {
     TAILQ_ENTRY(task) qlink;
     int nwaiters;
     int64_t agent_id;           /* the agent it is leased to (SLURM pilots) */
+    const struct worker *worker;/* the local worker running it */
     char *hostname;             /* host of the current or last attempt */
 };
 
@@ -72,6 +73,9 @@ struct worker {
     struct exec_ctl *ctl;
     pthread_t thread;
     bool started;
+    /* where its running task's output goes, renamed to the task's own
+     * files afterwards when not empty (see keep_output()) */
+    char live_out[PATH_MAX], live_err[PATH_MAX];
 };
 
 struct pilot {

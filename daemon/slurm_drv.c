@@ -225,16 +225,15 @@ int slurm_drv_submit(const struct slurm_submit *sub, uint32_t *job_id,
     return 0;
 }
 
-static void job_fill(struct slurm_job *j, const slurm_job_info_t *info)
+void slurm_drv_map_state(uint32_t job_state, struct slurm_job *j)
 {
-    uint32_t base = info->job_state & JOB_STATE_BASE;
+    uint32_t base = job_state & JOB_STATE_BASE;
     const char *name = NULL;
-    size_t i;
 
     j->found = true;
     j->state = PILOT_PENDING;
     j->ended = false;
-    for (i = 0; i < sizeof(state_map) / sizeof(state_map[0]); i++) {
+    for (size_t i = 0; i < sizeof(state_map) / sizeof(state_map[0]); i++) {
         if (state_map[i].base == base) {
             name = state_map[i].name;
             j->state = state_map[i].state;
@@ -247,13 +246,21 @@ static void job_fill(struct slurm_job *j, const slurm_job_info_t *info)
         snprintf(j->slurm_state, sizeof(j->slurm_state), "STATE_%u", base);
     } else {
         snprintf(j->slurm_state, sizeof(j->slurm_state), "%s%s%s", name,
-                 info->job_state & JOB_CONFIGURING ? "+CONFIGURING" : "",
-                 info->job_state & JOB_COMPLETING ? "+COMPLETING" : "");
+                 job_state & JOB_CONFIGURING ? "+CONFIGURING" : "",
+                 job_state & JOB_COMPLETING ? "+COMPLETING" : "");
     }
-    if (info->job_state & JOB_CONFIGURING)
+    if (job_state & JOB_CONFIGURING)
         j->state = PILOT_PENDING;
-    if (info->job_state & JOB_COMPLETING)
+    if (job_state & JOB_COMPLETING)
         j->ended = false;   /* not DONE until its nodes are let go */
+}
+
+static void job_fill(struct slurm_job *j, const slurm_job_info_t *info)
+{
+    uint32_t base = info->job_state & JOB_STATE_BASE;
+    size_t i;
+
+    slurm_drv_map_state(info->job_state, j);
     j->reason[0] = '\0';
     for (i = 0; i < sizeof(reason_map) / sizeof(reason_map[0]); i++)
         if (reason_map[i].reason == info->state_reason)
@@ -328,6 +335,12 @@ json_t *slurm_drv_describe(const struct slurm_submit *sub)
 {
     (void)sub;
     return json_null();
+}
+
+void slurm_drv_map_state(uint32_t job_state, struct slurm_job *j)
+{
+    (void)job_state;
+    memset(j, 0, sizeof(*j));
 }
 
 int slurm_drv_submit(const struct slurm_submit *sub, uint32_t *job_id,

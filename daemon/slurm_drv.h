@@ -71,6 +71,10 @@ int slurm_drv_submit(const struct slurm_submit *sub, uint32_t *job_id,
  * then nothing in jobs is changed. */
 int slurm_drv_poll(struct slurm_job *jobs, size_t n, struct qt_error *err);
 
+/* Maps SLURM's job_state bits (base state | flags) through the one table
+ * onto j's state, ended and slurm_state. */
+void slurm_drv_map_state(uint32_t job_state, struct slurm_job *j);
+
 /* SIGKILLs the job.  A job that already ended is not an error. */
 int slurm_drv_kill(uint32_t job_id, struct qt_error *err);
 

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -340,6 +341,64 @@ START_TEST(test_success_output_and_env)
 }
 END_TEST
 
+/* Output files: a task that prints nothing leaves none; a running task's
+ * output can be read while it runs; a retry that prints nothing does not
+ * leave the failed attempt's output standing as its own. */
+START_TEST(test_output_files)
+{
+    char path[400];
+    struct http_resp r;
+    json_t *t;
+    long long quiet, live, retry;
+
+    start(NULL);
+    quiet = submit("{\"command\": [\"true\"]}");
+    json_decref(wait_task(&d, quiet, 20));
+    snprintf(path, sizeof(path), "%s/output/%lld.out", d.dir, quiet);
+    ck_assert_msg(access(path, F_OK) < 0 && errno == ENOENT, "%s exists", path);
+    ck_assert_int_eq(http(&d, "GET", "/v1/tasks/1/stdout", NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(r.len, 0);
+    http_resp_free(&r);
+
+    live = submit("{\"shell\": \"echo started; exec sleep 30\"}");
+    for (int i = 0; i < 250; i++) {
+        ck_assert_int_eq(http(&d, "GET", "/v1/tasks/2/stdout", NULL, NULL, &r), 0);
+        if (r.status == 200 && r.len > 0)
+            break;
+        http_resp_free(&r);
+        usleep(20000);
+    }
+    ck_assert_str_eq(r.body, "started\n");
+    http_resp_free(&r);
+    json_decref(http_json(&d, "DELETE", "/v1/tasks/2", NULL, 200));
+    t = wait_task(&d, live, 20);
+    ck_assert_str_eq(jstr(t, "state"), "CANCELED");
+    json_decref(t);
+    ck_assert_int_eq(http(&d, "GET", "/v1/tasks/2/stdout", NULL, NULL, &r), 0);
+    ck_assert_str_eq(r.body, "started\n");
+    http_resp_free(&r);
+
+    /* first attempt prints and fails, the second prints nothing */
+    retry = submit("{\"shell\": \"if [ -e /tmp/qtaud-test-retry.$PPID ]; then exit 0; fi;"
+                   " touch /tmp/qtaud-test-retry.$PPID; echo first; exit 1\","
+                   " \"max_retries\": 1}");
+    t = wait_task(&d, retry, 20);
+    ck_assert_str_eq(jstr(t, "state"), "SUCCESS");
+    ck_assert_int_eq(jint(t, "attempts"), 2);
+    json_decref(t);
+    ck_assert_int_eq(http(&d, "GET", "/v1/tasks/3/stdout", NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.len, 0);
+    http_resp_free(&r);
+    {
+        char marker[64];
+
+        snprintf(marker, sizeof(marker), "/tmp/qtaud-test-retry.%d", (int)d.pid);
+        unlink(marker);
+    }
+}
+END_TEST
+
 START_TEST(test_cancel)
 {
     json_t *p, *t, *pending;
@@ -656,6 +715,55 @@ START_TEST(test_pilot_cancel_requeues)
 }
 END_TEST
 
+/* A task goes back to the queue each time its pilot is lost, up to
+ * max-requeues times; the next loss ends it FAILED with that pilot's
+ * reason, and none of it used up max_retries. */
+START_TEST(test_requeue_limit)
+{
+    const char *names[] = { "p1", "p2" };
+    json_t *p, *t;
+    char body[96], path[64];
+    long long id;
+
+    start((const char *const[]){ "--no-local-pilot", "--max-requeues", "1", NULL });
+    id = submit("{\"command\": [\"sleep\", \"30\"], \"max_retries\": 5}");
+    for (int k = 0; k < 2; k++) {
+        snprintf(body, sizeof(body), "{\"name\": \"%s\", \"cores\": 1}", names[k]);
+        json_decref(http_json(&d, "POST", "/v1/pilots", body, 201));
+        for (int i = 0; i < 250; i++) {
+            t = http_json(&d, "GET", "/v1/tasks/1", NULL, 200);
+            if (strcmp(jstr(t, "state"), "RUNNING") == 0 && jint(t, "attempts") == k + 1) {
+                json_decref(t);
+                break;
+            }
+            json_decref(t);
+            usleep(20000);
+        }
+        snprintf(path, sizeof(path), "/v1/pilots/%s", names[k]);
+        p = http_json(&d, "DELETE", path, NULL, 200);
+        json_decref(p);
+        for (int i = 0; i < 250; i++) {
+            t = http_json(&d, "GET", "/v1/tasks/1", NULL, 200);
+            if (strcmp(jstr(t, "state"), "RUNNING") != 0)
+                break;
+            json_decref(t);
+            t = NULL;
+            usleep(20000);
+        }
+        ck_assert_ptr_nonnull(t);
+        if (k == 0) {
+            ck_assert_str_eq(jstr(t, "state"), "PENDING");
+        } else {
+            ck_assert_str_eq(jstr(t, "state"), "FAILED");
+            ck_assert_str_eq(jstr(t, "error_msg"), "pilot p2 ended: canceled by user");
+        }
+        ck_assert_int_eq(jint(t, "attempts"), k + 1);
+        json_decref(t);
+    }
+    (void)id;
+}
+END_TEST
+
 struct poll_arg {
     long long id;
     long status;
@@ -881,6 +989,7 @@ static Suite *api_suite(void)
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_failures_reported);
     tcase_add_test(tc, test_success_output_and_env);
+    tcase_add_test(tc, test_output_files);
     tcase_add_test(tc, test_cancel);
     tcase_add_test(tc, test_retries);
     tcase_add_test(tc, test_metrics_csv_under_load);
@@ -891,6 +1000,7 @@ static Suite *api_suite(void)
     tcase_add_test(tc, test_long_poll_timeout);
     tcase_add_test(tc, test_restart_keeps_state);
     tcase_add_test(tc, test_default_pilot_comes_back);
+    tcase_add_test(tc, test_requeue_limit);
     tcase_add_test(tc, test_not_root_without_flag);
     suite_add_tcase(s, tc);
     return s;

@@ -31,6 +31,7 @@
 #include "common/csv.h"
 #include "common/log.h"
 #include "daemon/sched.h"
+#include "daemon/slurm_drv.h"
 #include "db/db.h"
 #include "tests/client.h"
 
@@ -636,6 +637,52 @@ START_TEST(test_slurmctld_down)
 }
 END_TEST
 
+#ifdef HAVE_SLURM
+/* SLURM's state bits reach the pilot through one table: CONFIGURING is
+ * still PENDING, COMPLETING is not an end, a walltime is DONE.  (Only the
+ * constants come from <slurm/slurm.h>; the mapping is qtaud's.) */
+#include <slurm/slurm.h>
+
+START_TEST(test_state_table)
+{
+    static const struct {
+        uint32_t state;
+        const char *name;
+        enum pilot_state pilot;
+        bool ended;
+    } cases[] = {
+        { JOB_PENDING, "PENDING", PILOT_PENDING, false },
+        { JOB_PENDING | JOB_CONFIGURING, "PENDING+CONFIGURING", PILOT_PENDING, false },
+        { JOB_RUNNING | JOB_CONFIGURING, "RUNNING+CONFIGURING", PILOT_PENDING, false },
+        { JOB_RUNNING, "RUNNING", PILOT_RUNNING, false },
+        { JOB_SUSPENDED, "SUSPENDED", PILOT_RUNNING, false },
+        { JOB_COMPLETE | JOB_COMPLETING, "COMPLETED+COMPLETING", PILOT_DONE, false },
+        { JOB_COMPLETE, "COMPLETED", PILOT_DONE, true },
+        { JOB_CANCELLED | JOB_COMPLETING, "CANCELLED+COMPLETING", PILOT_CANCELED, false },
+        { JOB_CANCELLED, "CANCELLED", PILOT_CANCELED, true },
+        { JOB_TIMEOUT, "TIMEOUT", PILOT_DONE, true },
+        { JOB_FAILED, "FAILED", PILOT_FAILED, true },
+        { JOB_NODE_FAIL, "NODE_FAIL", PILOT_FAILED, true },
+        { JOB_PREEMPTED, "PREEMPTED", PILOT_FAILED, true },
+        { JOB_BOOT_FAIL, "BOOT_FAIL", PILOT_FAILED, true },
+        { JOB_DEADLINE, "DEADLINE", PILOT_FAILED, true },
+        { JOB_OOM, "OUT_OF_MEMORY", PILOT_FAILED, true },
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct slurm_job j;
+
+        memset(&j, 0, sizeof(j));
+        slurm_drv_map_state(cases[i].state, &j);
+        ck_assert_str_eq(j.slurm_state, cases[i].name);
+        ck_assert_msg(j.state == cases[i].pilot, "%s: pilot state %d", cases[i].name,
+                      (int)j.state);
+        ck_assert_msg(j.ended == cases[i].ended, "%s: ended %d", cases[i].name, j.ended);
+    }
+}
+END_TEST
+#endif
+
 static Suite *slurm_suite(bool with_cluster)
 {
     Suite *s = suite_create("slurm");
@@ -647,6 +694,9 @@ static Suite *slurm_suite(bool with_cluster)
     tcase_add_test(tc, test_shape_and_walltime);
     tcase_add_test(tc, test_bad_values);
     tcase_add_test(tc, test_script_and_environment);
+#ifdef HAVE_SLURM
+    tcase_add_test(tc, test_state_table);
+#endif
     suite_add_tcase(s, tc);
     if (!with_cluster)
         return s;
