@@ -457,14 +457,14 @@ void sched_output_path(const struct sched *s, const struct task *t, int which,
  * live files, so a task that prints nothing costs no new inode: creating
  * two files per task was most of a no-op task's cost on ext4 (inode
  * allocation, and workers contending for the folder's lock). */
-static void keep_output(const char *live, const char *final)
+static void keep_output(const char *live, const char *final, bool first_attempt)
 {
     struct stat st;
 
     if (stat(live, &st) == 0 && st.st_size > 0) {
         if (rename(live, final) < 0)
             log_warn("cannot keep task output %s: %s", final, strerror(errno));
-    } else if (unlink(final) < 0 && errno != ENOENT) {
+    } else if (!first_attempt && unlink(final) < 0 && errno != ENOENT) {
         /* an earlier attempt's output must not pass for this one's */
         log_warn("cannot remove stale task output %s: %s", final, strerror(errno));
     }
@@ -482,6 +482,7 @@ static void *worker_main(void *arg)
         struct exec_spec spec;
         struct exec_result res;
         char out[PATH_MAX], err[PATH_MAX];
+        bool first_attempt;
 
         while (p->state == PILOT_RUNNING && !s->draining
                && !(t = sched_pick(s, p, p->free_slots, 0)))
@@ -497,6 +498,7 @@ static void *worker_main(void *arg)
         sched_output_path(s, t, 1, out, sizeof(out));
         sched_output_path(s, t, 2, err, sizeof(err));
         t->worker = wk;
+        first_attempt = t->attempts == 1;
         spec = (struct exec_spec){
             .argv = t->spec.argv, .shell = t->spec.shell, .env_add = t->spec.env,
             .cwd = t->spec.cwd, .stdout_path = wk->live_out,
@@ -507,8 +509,8 @@ static void *worker_main(void *arg)
 
         exec_run(&spec, wk->ctl, &res);
         /* before the end is visible: whoever sees it finds the output */
-        keep_output(wk->live_out, out);
-        keep_output(wk->live_err, err);
+        keep_output(wk->live_out, out, first_attempt);
+        keep_output(wk->live_err, err, first_attempt);
 
         pthread_mutex_lock(&s->lock);
         t->worker = NULL;
