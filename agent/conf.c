@@ -102,25 +102,6 @@ static int parse_int(const char *s, long long min, long long max, long long *out
     return 0;
 }
 
-static int parse_log_level(const char *name, enum log_level *lvl)
-{
-    static const struct {
-        const char *name;
-        enum log_level level;
-    } levels[] = {
-        { "error", LOG_LVL_ERROR }, { "warning", LOG_LVL_WARN },
-        { "info", LOG_LVL_INFO },   { "debug", LOG_LVL_DEBUG },
-    };
-
-    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
-        if (strcmp(levels[i].name, name) == 0) {
-            *lvl = levels[i].level;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /* Resolves dir to an absolute path, creating its last component if it is
  * missing (a batch script may name a per-node directory).  Returns a
  * malloc'd path or NULL with errno set. */
@@ -210,7 +191,7 @@ int agent_conf_load(struct agent_conf *conf, int argc, char **argv, char *err,
     if (conf->help || conf->version)
         return 0;
 
-    if (level.value && parse_log_level(level.value, &conf->log_level) < 0)
+    if (level.value && log_level_parse(level.value, &conf->log_level) < 0)
         return conf_fail(err, errlen,
                          "%s must be error, warning, info or debug, got '%.32s'",
                          level.source, level.value);

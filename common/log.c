@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -10,7 +11,19 @@
 enum log_level log_threshold = LOG_LVL_INFO;
 const char *log_ident = "qtaud";
 
+/* The one table of level names, indexed by enum log_level. */
 static const char *const level_names[] = { "error", "warning", "info", "debug" };
+
+int log_level_parse(const char *name, enum log_level *lvl)
+{
+    for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+        if (strcmp(level_names[i], name) == 0) {
+            *lvl = (enum log_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
 /* syslog priorities, understood by journald at the start of a stderr line */
 static const int level_prio[] = { 3, 4, 6, 7 };
 

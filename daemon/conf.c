@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "daemon/conf.h"
 
 enum opt_type { OPT_LISTEN, OPT_STRING, OPT_INT, OPT_LONG, OPT_DOUBLE, OPT_BOOL,
@@ -147,13 +148,15 @@ static int config_set(struct qtaud_config *cfg, const struct option_def *o,
                                 src, o->name, o->size - 1);
         snprintf(field, o->size, "%s", v);
         return 0;
-    case OPT_LOGLEVEL:
-        if (strcmp(v, "error") && strcmp(v, "warning") && strcmp(v, "info")
-            && strcmp(v, "debug"))
+    case OPT_LOGLEVEL: {
+        enum log_level lvl;
+
+        if (log_level_parse(v, &lvl) < 0)
             return qt_error_arg(err, o->name, "%s: log-level must be error, "
                                 "warning, info or debug, got '%.32s'", src, v);
         snprintf(field, o->size, "%s", v);
         return 0;
+    }
     case OPT_BOOL:
         if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"))
             *(bool *)field = true;

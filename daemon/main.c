@@ -27,25 +27,6 @@
 #include "daemon/sched.h"
 #include "db/db.h"
 
-static int set_log_level(const char *name)
-{
-    static const struct {
-        const char *name;
-        enum log_level level;
-    } levels[] = {
-        { "error", LOG_LVL_ERROR }, { "warning", LOG_LVL_WARN },
-        { "info", LOG_LVL_INFO },   { "debug", LOG_LVL_DEBUG },
-    };
-
-    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
-        if (strcmp(levels[i].name, name) == 0) {
-            log_threshold = levels[i].level;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /* Writes the bound port to <state-dir>/port atomically (tmp + rename), so
  * a reader never sees a half-written number. */
 static int write_port_file(const char *state_dir, int port)
@@ -126,7 +107,7 @@ int main(int argc, char **argv)
         printf("qtaud %s\n", PACKAGE_VERSION);
         return 0;
     }
-    set_log_level(cfg.log_level);
+    log_level_parse(cfg.log_level, &log_threshold);   /* checked by config_load */
     if (geteuid() == 0 && !cfg.allow_root) {
         fprintf(stderr, "qtaud: refusing to run as root: every task would run as "
                         "root too; run as a dedicated user, or pass --allow-root "

@@ -590,6 +590,26 @@ static struct agent *agent_find(struct pilot *p, json_int_t id)
     return NULL;
 }
 
+/* The registered agent a request names, seen now (lock held); its pilot
+ * in *pp.  Fills err as agent_pilot() does, or with 404 for an agent id
+ * qtaud does not know (it restarted: the agent registers again). */
+static struct agent *agent_seen(struct sched *s, const char *token, json_int_t pilot_id,
+                                json_int_t agent_id, struct pilot **pp,
+                                struct qt_error *err)
+{
+    struct pilot *p = agent_pilot(s, token, pilot_id, err);
+    struct agent *a = p ? agent_find(p, agent_id) : NULL;
+
+    *pp = p;
+    if (p && !a)
+        qt_error_set(err, 404, "not_found", "agent_id",
+                     "no agent %lld on pilot %lld: register again",
+                     (long long)agent_id, (long long)p->id);
+    if (a)
+        a->last_seen = time_mono();
+    return a;
+}
+
 /* Unpacks body strictly (unknown fields refused) into fmt's targets. */
 static int agent_unpack(json_t *body, struct qt_error *err, const char *fmt, ...)
 {
@@ -723,17 +743,9 @@ int sched_agent_lease(struct sched *s, const char *token, json_t *body,
         return qt_error_arg(err, "wait", "wait must be from 0 to %.0f seconds",
                             LEASE_MAX_WAIT);
     pthread_mutex_lock(&s->lock);
-    p = agent_pilot(s, token, pilot_id, err);
-    if (!p)
+    a = agent_seen(s, token, pilot_id, agent_id, &p, err);
+    if (!a)
         goto done;
-    a = agent_find(p, agent_id);
-    if (!a) {
-        qt_error_set(err, 404, "not_found", "agent_id",
-                     "no agent %lld on pilot %lld: register again",
-                     (long long)agent_id, (long long)p->id);
-        goto done;
-    }
-    a->last_seen = time_mono();
     /* the time a task must fit in: the pilot's walltime, less the margin */
     left = p->walltime_end > 0 ? p->walltime_end - time_now() - WALLTIME_MARGIN : 0;
     if (deadline_secs >= 0 && (left <= 0 || deadline_secs < left))
@@ -888,17 +900,9 @@ json_t *sched_agent_heartbeat(struct sched *s, const char *token, json_t *body,
                      &agent_id, "running", &running) < 0)
         return NULL;
     pthread_mutex_lock(&s->lock);
-    p = agent_pilot(s, token, pilot_id, err);
-    if (!p)
+    a = agent_seen(s, token, pilot_id, agent_id, &p, err);
+    if (!a)
         goto done;
-    a = agent_find(p, agent_id);
-    if (!a) {
-        qt_error_set(err, 404, "not_found", "agent_id",
-                     "no agent %lld on pilot %lld: register again",
-                     (long long)agent_id, (long long)p->id);
-        goto done;
-    }
-    a->last_seen = time_mono();
     out = json_pack("{s:o, s:b}", "cancel", cancel_list(s, p, a->id), "stop",
                     p->winding_down || s->draining);
 done:
