@@ -34,14 +34,6 @@ void api_agent_register(struct route_ctx *c, struct reply *r)
     api_reply_json(r, 200, out, &r->err);
 }
 
-static void lease_fire(struct sched_waiter *w)
-{
-    struct request *req = (struct request *)(void *)((char *)w
-                                                     - offsetof(struct request, waiter));
-
-    MHD_resume_connection(req->conn);
-}
-
 /* The lease long poll.  The connection is suspended before the scheduler
  * may register its waiter, so a wake-up cannot come before the suspend;
  * an answer found meanwhile is kept in the request and given when the
@@ -63,7 +55,7 @@ void api_agent_lease(struct route_ctx *c, struct reply *r)
         wait = json_is_object(c->body) ? json_object_get(c->body, "wait") : NULL;
         req->waiter.deadline = time_mono()
                                + (json_is_number(wait) ? json_number_value(wait) : 0);
-        req->waiter.fire = lease_fire;
+        req->waiter.fire = api_waiter_resume;
         req->waiting = true;
     }
     MHD_suspend_connection(c->conn);

@@ -92,6 +92,10 @@ void api_agent_report(struct route_ctx *c, struct reply *r);
 void api_agent_heartbeat(struct route_ctx *c, struct reply *r);
 
 /* Helpers for handlers */
+/* A sched_waiter's fire(): hands the suspended connection of the request
+ * holding w back to the server, which calls the handler again to answer.
+ * Called with the scheduler's lock held. */
+void api_waiter_resume(struct sched_waiter *w);
 const char *api_query(struct route_ctx *c, const char *key);
 /* Parses a positive decimal id; fills r->err (404 naming what) if not. */
 int api_parse_id(const char *s, const char *what, int64_t *id, struct reply *r);

@@ -7,14 +7,6 @@
 
 #include "api/internal.h"
 
-static void created_fire(struct sched_waiter *w)
-{
-    struct request *req = (struct request *)(void *)((char *)w
-                                                     - offsetof(struct request, waiter));
-
-    MHD_resume_connection(req->conn);
-}
-
 /* A local pilot is answered at once.  A SLURM pilot's answer is SLURM's
  * (the job id, or its refusal), which the SLURM thread gets while the
  * connection is suspended: no server thread waits for slurmctld. */
@@ -33,7 +25,7 @@ void api_pilots_create(struct route_ctx *c, struct reply *r)
         return;
     }
     req->waiting = true;
-    req->waiter.fire = created_fire;
+    req->waiter.fire = api_waiter_resume;
     MHD_suspend_connection(c->conn);
     r->suspended = true;
     rc = sched_pilot_create(c->api->s, c->body, &req->waiter, &out, &req->stash_err);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <stddef.h>
 #include <unistd.h>
 
 #include "api/internal.h"
@@ -38,6 +39,14 @@ static struct MHD_Response *response_from_json(json_t *json)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             "application/json");
     return resp;
+}
+
+void api_waiter_resume(struct sched_waiter *w)
+{
+    struct request *req = (struct request *)(void *)((char *)w
+                                                     - offsetof(struct request, waiter));
+
+    MHD_resume_connection(req->conn);
 }
 
 static json_t *error_json(const struct qt_error *err)

@@ -45,17 +45,6 @@ void api_tasks_list(struct route_ctx *c, struct reply *r)
     api_reply_json(r, 200, out, &r->err);
 }
 
-/* Called by the scheduler, with its lock held, when the waited-on task
- * ends or the wait times out: hand the connection back to the server,
- * which calls the handler again to answer. */
-static void wait_fire(struct sched_waiter *w)
-{
-    struct request *req = (struct request *)(void *)((char *)w
-                                                     - offsetof(struct request, waiter));
-
-    MHD_resume_connection(req->conn);
-}
-
 void api_tasks_show(struct route_ctx *c, struct reply *r)
 {
     struct request *req = c->req;
@@ -86,7 +75,7 @@ void api_tasks_show(struct route_ctx *c, struct reply *r)
 
             req->waiting = true;
             req->waiter.deadline = time_mono() + wait;
-            req->waiter.fire = wait_fire;
+            req->waiter.fire = api_waiter_resume;
             MHD_suspend_connection(c->conn);
             rc = sched_task_watch(c->api->s, id, &req->waiter, &r->err);
             if (rc != 0) /* already ended, or unknown: answer right away */

@@ -248,3 +248,15 @@ long long jint(json_t *o, const char *key)
 
     return json_is_integer(v) ? json_integer_value(v) : -1;
 }
+
+bool daemon_teardown(struct daemon *d, int *status)
+{
+    *status = 0;
+    if (d->pid > 0) {
+        *status = daemon_stop(d, SIGTERM);
+        daemon_cleanup(d);
+        return WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
+    }
+    daemon_cleanup(d);
+    return true;
+}

@@ -34,6 +34,9 @@ int daemon_start(struct daemon *d, const char *const *extra);
 int daemon_stop(struct daemon *d, int sig);
 /* Removes the state dir. */
 void daemon_cleanup(struct daemon *d);
+/* Stops d (if running) the way systemd would, cleans up, and returns
+ * whether it exited 0 - under ASan a leak or error at exit would not. */
+bool daemon_teardown(struct daemon *d, int *status);
 
 /* One request; body may be NULL; ctype NULL means application/json. */
 int http(const struct daemon *d, const char *method, const char *path,

@@ -36,15 +36,10 @@ static void start(const char *const *extra)
  * leak or error at exit makes it fail, and so the test). */
 static void teardown(void)
 {
-    if (d.pid > 0) {
-        int status = daemon_stop(&d, SIGTERM);
+    int status;
 
-        daemon_cleanup(&d);
-        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                      "qtaud did not exit cleanly (status %d)", status);
-        return;
-    }
-    daemon_cleanup(&d);
+    ck_assert_msg(daemon_teardown(&d, &status), "qtaud did not exit cleanly (status %d)",
+                  status);
 }
 
 static long long submit(const char *body)

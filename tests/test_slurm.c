@@ -336,15 +336,10 @@ static void cluster_start(const char *const *more)
 
 static void cluster_teardown(void)
 {
-    if (d.pid > 0) {
-        int status = daemon_stop(&d, SIGTERM);
+    int status;
 
-        daemon_cleanup(&d);
-        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                      "qtaud did not exit cleanly (status %d)", status);
-        return;
-    }
-    daemon_cleanup(&d);
+    ck_assert_msg(daemon_teardown(&d, &status), "qtaud did not exit cleanly (status %d)",
+                  status);
 }
 
 /* Polls the pilot until its state is want (or timeout s); returns it. */
