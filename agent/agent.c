@@ -659,8 +659,9 @@ static size_t report_wait(struct agent *a, enum agent_mode *mode)
     return st.results;
 }
 
-/* Whether a result of batch is a death by SIGTERM or SIGKILL: the signals
- * SLURM ends a job's processes with. */
+/* Whether a result of batch is a death by SIGTERM or SIGKILL, the signals
+ * SLURM ends a job's processes with - or a shell's exit status saying its
+ * child died so (128 + the signal). */
 static bool killed_by_stop_signal(json_t *batch)
 {
     size_t i;
@@ -668,8 +669,12 @@ static bool killed_by_stop_signal(json_t *batch)
 
     json_array_foreach(batch, i, r) {
         json_int_t sig = json_integer_value(json_object_get(r, "signal"));
+        json_int_t code = json_integer_value(json_object_get(r, "exit_code"));
 
-        if (!json_object_get(r, "interrupted") && (sig == SIGTERM || sig == SIGKILL))
+        if (json_object_get(r, "interrupted"))
+            continue;
+        if (sig == SIGTERM || sig == SIGKILL || code == 128 + SIGTERM
+            || code == 128 + SIGKILL)
             return true;
     }
     return false;

@@ -68,6 +68,8 @@ static const struct option_def options[] = {
       "seconds between reads of SLURM pilots' job states (default 2)" },
     { "heartbeat-interval", OPT_DOUBLE, OFF(heartbeat), 0, 0.1, 600,
       "seconds between agent heartbeats (default 5)" },
+    { "agent-timeout", OPT_DOUBLE, OFF(agent_timeout), 0, 1, 86400,
+      "seconds without a heartbeat before an agent's tasks are requeued (default 60)" },
     { "help", OPT_BOOL, OFF(help), 0, 0, 0, "show this help" },
     { "version", OPT_BOOL, OFF(version), 0, 0, 0, "show the version" },
 };
@@ -98,6 +100,7 @@ static void config_defaults(struct qtaud_config *cfg)
     snprintf(cfg->agent_path, sizeof(cfg->agent_path), "%s", QTAU_AGENT_DEFAULT);
     cfg->slurm_poll = 2;
     cfg->heartbeat = 5;
+    cfg->agent_timeout = 60;
 }
 
 static int parse_listen(struct qtaud_config *cfg, const char *v, const char *src,
@@ -298,6 +301,20 @@ static int config_args(struct qtaud_config *cfg, int argc, char **argv,
     return 0;
 }
 
+/* Settings that are each fine alone but not together. */
+static int config_check(const struct qtaud_config *cfg, struct qt_error *err)
+{
+    if (cfg->help || cfg->version)
+        return 0;
+    /* a heartbeat or two may be late without an agent being taken for lost */
+    if (cfg->agent_timeout < 3 * cfg->heartbeat)
+        return qt_error_arg(err, "agent-timeout",
+                            "agent-timeout (%g s) must be at least 3 x "
+                            "heartbeat-interval (%g s)", cfg->agent_timeout,
+                            cfg->heartbeat);
+    return 0;
+}
+
 int config_load(struct qtaud_config *cfg, int argc, char **argv,
                 struct qt_error *err)
 {
@@ -313,7 +330,9 @@ int config_load(struct qtaud_config *cfg, int argc, char **argv,
         return -1;
     if (config_env_load(cfg, err) < 0)
         return -1;
-    return config_args(cfg, argc, argv, false, err);
+    if (config_args(cfg, argc, argv, false, err) < 0)
+        return -1;
+    return config_check(cfg, err);
 }
 
 void config_usage(FILE *out)

@@ -35,6 +35,7 @@ struct qtaud_config {
     char agent_url[1024];     /* "" : from the listener */
     double slurm_poll;        /* seconds */
     double heartbeat;         /* agent heartbeat interval, seconds */
+    double agent_timeout;     /* seconds without heartbeat: agent lost */
     bool help;
     bool version;
 };

@@ -157,6 +157,7 @@ int main(int argc, char **argv)
                          .agent_path = cfg.agent_path,
                          .slurm_poll = cfg.slurm_poll,
                          .heartbeat = cfg.heartbeat,
+                         .agent_timeout = cfg.agent_timeout,
                      },
                      writer, reader, &err);
     db_close(reader);

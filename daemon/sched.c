@@ -330,6 +330,8 @@ void sched_task_finish(struct sched *s, struct task *t, struct pilot *p,
     }
     p->running--;
     t->agent_id = 0;
+    free(t->deferred);
+    t->deferred = NULL;
     t->start_time = res->start_time;
     t->end_time = res->end_time;
     t->exit_code = res->exit_code;
@@ -603,14 +605,19 @@ json_t *sched_pilot_json(const struct pilot *p)
     json_object_set_new(o, "slurm_state",
                         p->slurm_state ? json_string(p->slurm_state) : json_null());
     if (p->resource == RESOURCE_SLURM) {
-        int agents = 0;
+        json_t *agents = json_array();
+        double now = time_mono();
 
         for (const struct agent *a = p->agents; a; a = a->next)
-            agents++;
+            json_array_append_new(agents,
+                                  json_pack("{s:I, s:s, s:I, s:i, s:f}", "id",
+                                            (json_int_t)a->id, "hostname", a->hostname,
+                                            "pid", (json_int_t)a->pid, "slots", a->slots,
+                                            "seen_secs_ago", now - a->last_seen));
         json_object_set_new(o, "slurm_reason", p->slurm_reason
                                                    ? json_string(p->slurm_reason)
                                                    : json_null());
-        json_object_set_new(o, "agents", json_integer(agents));
+        json_object_set_new(o, "agents", agents);
         json_object_set_new(o, "walltime_end", sched_time_json(p->walltime_end));
     }
     json_object_set_new(o, "create_time", sched_time_json(p->create_time));
@@ -694,6 +701,20 @@ int sched_online_cpus(void)
     return n > 0 ? (int)n : 1;
 }
 
+void sched_task_lost(struct sched *s, struct task *t, struct pilot *p, const char *why)
+{
+    struct exec_result res = {
+        .outcome = EXEC_CANCELED, .exit_code = -1,
+        .start_time = t->start_time, .end_time = time_now(),
+    };
+
+    if (t->deferred)
+        res = *t->deferred;   /* it did end, as its agent said */
+    free(t->interrupt);
+    t->interrupt = sched_xstrdup(why);
+    sched_task_finish(s, t, p, &res);
+}
+
 /* Ends pilot p: pending tasks that named it fail; tasks running on it are
  * stopped (requeued if ANY, failed if they named it).  s->lock held. */
 void sched_pilot_end(struct sched *s, struct pilot *p, enum pilot_state state,
@@ -713,20 +734,15 @@ void sched_pilot_end(struct sched *s, struct pilot *p, enum pilot_state state,
         t = sched_find_task(s, id);
         if (!t || t->state != TASK_RUNNING || t->run_pilot_id != p->id)
             continue;
-        free(t->interrupt);
-        t->interrupt = sched_xstrdup(msg);
         if (t->ctl) {
             /* a local worker's: it records the attempt when the child is gone */
+            free(t->interrupt);
+            t->interrupt = sched_xstrdup(msg);
             exec_ctl_cancel(t->ctl);
         } else {
             /* leased to an agent of the lost pilot: its result can no
              * longer count, so the attempt ends here */
-            struct exec_result res = {
-                .outcome = EXEC_CANCELED, .exit_code = -1,
-                .start_time = t->start_time, .end_time = time_now(),
-            };
-
-            sched_task_finish(s, t, p, &res);
+            sched_task_lost(s, t, p, msg);
         }
     }
     if (p->resource == RESOURCE_SLURM && state == PILOT_CANCELED)
@@ -913,6 +929,7 @@ static void task_free(struct task *t)
         return;
     task_spec_release(&t->spec);
     free(t->hostname);
+    free(t->deferred);
     free(t->description);
     free(t->pilot_scheduled);
     free(t->error_msg);
@@ -1238,6 +1255,7 @@ static void *timer_main(void *arg)
 struct load_ctx {
     struct sched *s;
     int requeued;
+    int kept;                   /* running on SLURM pilots, left running */
     int bad;
 };
 
@@ -1306,6 +1324,18 @@ static void load_task(void *arg, const struct db_task_row *r)
         s->next_task_id = t->id;
     counts_add(s, t, +1);
     if (t->state == TASK_RUNNING) {
+        struct pilot *p = sched_pilot_by_id(s, t->run_pilot_id);
+
+        if (p && p->resource == RESOURCE_SLURM && !pilot_state_terminal(p->state)) {
+            /* leased to an agent that may well still run it: its agent
+             * registers again and claims it by heartbeat, or it is taken
+             * as lost after agent-timeout */
+            p->running++;
+            t->lease_seen = time_mono();
+            lc->kept++;
+        }
+    }
+    if (t->state == TASK_RUNNING && t->lease_seen == 0) {
         /* qtaud stopped while this attempt ran: record it, requeue */
         const char *msg = "interrupted: qtaud restarted";
         double now = time_now();
@@ -1342,6 +1372,8 @@ struct sched *sched_create(const struct sched_config *cfg, struct db_writer *w,
         s->cfg.slurm_poll = 2;
     if (s->cfg.heartbeat <= 0)
         s->cfg.heartbeat = 5;
+    if (s->cfg.agent_timeout <= 0)
+        s->cfg.agent_timeout = 60;
     s->w = w;
     snprintf(s->output_dir, sizeof(s->output_dir), "%s/output", cfg->state_dir);
     if (mkdir(s->output_dir, 0700) < 0 && errno != EEXIST) {
@@ -1368,8 +1400,9 @@ struct sched *sched_create(const struct sched_config *cfg, struct db_writer *w,
         return NULL;
     }
     pthread_mutex_unlock(&s->lock);
-    log_info("loaded %zu pilots and %lld tasks (%d interrupted tasks requeued)",
-             s->npilots, (long long)s->next_task_id, lc.requeued);
+    log_info("loaded %zu pilots and %lld tasks (%d interrupted tasks requeued, "
+             "%d left to their SLURM pilots' agents)",
+             s->npilots, (long long)s->next_task_id, lc.requeued, lc.kept);
     return s;
 }
 

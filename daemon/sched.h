@@ -36,6 +36,7 @@ struct sched_config {
     const char *agent_path;    /* qtau-agent, as the nodes see it */
     double slurm_poll;         /* seconds between job state polls */
     double heartbeat;          /* seconds between agent heartbeats */
+    double agent_timeout;      /* seconds without a heartbeat: agent lost */
 };
 
 /* A long-poll waiter, owned by the API.  fire() is called exactly once,

@@ -51,7 +51,12 @@ struct task {
     struct task_queue *queue;   /* where it waits, while PENDING */
     TAILQ_ENTRY(task) qlink;
     int nwaiters;
-    int64_t agent_id;           /* the agent it is leased to (SLURM pilots) */
+    int64_t agent_id;           /* the agent it is leased to (SLURM pilots);
+                                   0 after a restart until one claims it */
+    double lease_seen;          /* monotonic: last lease or heartbeat naming it */
+    struct exec_result *deferred;/* a reported death by SLURM's signals, held
+                                   until a poll tells whose doing it was */
+    uint64_t deferred_poll;     /* polls started when it was reported */
     const struct worker *worker;/* the local worker running it */
     char *hostname;             /* host of the current or last attempt */
 };
@@ -63,6 +68,8 @@ struct agent {
     int64_t id;
     char *hostname;
     int slots;
+    long long pid;              /* on its host, as it said */
+    bool stopping;              /* it reported tasks it stopped: no more leases */
     double last_seen;           /* monotonic seconds */
     struct agent *next;
 };
@@ -205,6 +212,10 @@ json_t *sched_task_json(struct sched *s, const struct task *t);
 struct pilot *sched_pilot_new(int64_t id, const char *name);
 void sched_pilots_append(struct sched *s, struct pilot *p);
 int sched_online_cpus(void);
+/* Ends the attempt of t, leased to an agent of p, that can no longer be
+ * reported (the agent or its pilot is lost): a metrics row, and back to
+ * the queue (ANY) or FAILED (named), with why. */
+void sched_task_lost(struct sched *s, struct task *t, struct pilot *p, const char *why);
 /* Ends p: pending tasks that named it fail; running ones are stopped and
  * requeued (ANY) or failed (named). */
 void sched_pilot_end(struct sched *s, struct pilot *p, enum pilot_state state,

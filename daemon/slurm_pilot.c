@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@
 extern char **environ;
 
 struct slurm_pilots {
+    uint64_t polls;           /* job state reads started */
     pthread_t thread;
     pthread_cond_t cond;      /* work queued, or stop */
     bool started, stop;
@@ -420,6 +422,39 @@ static void job_apply(struct sched *s, struct pilot *p, const struct slurm_job *
     }
 }
 
+/* Deaths by SIGTERM or SIGKILL that p's agents reported before poll gen
+ * started: the job was still running then and not winding down, so the
+ * signal was not SLURM ending it, and the failure is the task's own. */
+static void settle_deferred(struct sched *s, struct pilot *p, uint64_t gen)
+{
+    for (int64_t id = 1; p->running && id <= s->next_task_id; id++) {
+        struct task *t = sched_find_task(s, id);
+        struct exec_result res;
+
+        if (!t || !t->deferred || t->run_pilot_id != p->id || t->deferred_poll >= gen)
+            continue;
+        res = *t->deferred;
+        if (p->winding_down) {
+            char why[384];
+
+            snprintf(why, sizeof(why), "pilot %s ended: SLURM job %u is %s", p->name,
+                     p->slurm_job_id, p->slurm_state ? p->slurm_state : "ending");
+            sched_task_lost(s, t, p, why);
+        } else {
+            sched_task_finish(s, t, p, &res);
+        }
+    }
+}
+
+/* Whether res is a death by the signals SLURM ends a job's processes with
+ * (or a shell saying its child died so). */
+static bool stop_signal_death(const struct exec_result *res)
+{
+    return res->term_signal == SIGTERM || res->term_signal == SIGKILL
+           || (res->outcome == EXEC_EXITED
+               && (res->exit_code == 128 + SIGTERM || res->exit_code == 128 + SIGKILL));
+}
+
 /* One slurm_load_jobs() for every active SLURM pilot (lock not held). */
 static void poll_jobs(struct sched *s)
 {
@@ -428,6 +463,7 @@ static void poll_jobs(struct sched *s)
     size_t n = 0;
     struct qt_error err = { 0 };
     static double last_warn;
+    uint64_t gen;
 
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->npilots; i++) {
@@ -444,6 +480,7 @@ static void poll_jobs(struct sched *s)
         jobs[n].job_id = p->slurm_job_id;
         ids[n++] = p->id;
     }
+    gen = ++s->slurm->polls;
     pthread_mutex_unlock(&s->lock);
     if (n == 0)
         goto out;
@@ -461,11 +498,60 @@ static void poll_jobs(struct sched *s)
 
         if (p && !pilot_state_terminal(p->state))
             job_apply(s, p, &jobs[i]);
+        if (p && !pilot_state_terminal(p->state))
+            settle_deferred(s, p, gen);
     }
     pthread_mutex_unlock(&s->lock);
 out:
     free(jobs);
     free(ids);
+}
+
+/* Agents and leases nobody has vouched for within agent-timeout: an agent
+ * that stopped heartbeating (killed, node lost), a task no heartbeat names
+ * (its lease answer never arrived, or no agent claimed it after a
+ * restart).  Their tasks go back to the queue.  Heartbeats come from their
+ * own thread, so a task that merely runs long is always named. */
+static void check_agents(struct sched *s)
+{
+    double now = time_mono(), limit = s->cfg.agent_timeout;
+
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->npilots; i++) {
+        struct pilot *p = s->pilots[i];
+        struct agent **ap = &p->agents;
+
+        if (p->resource != RESOURCE_SLURM || pilot_state_terminal(p->state))
+            continue;
+        while (*ap) {
+            struct agent *a = *ap;
+
+            if (now - a->last_seen <= limit) {
+                ap = &a->next;
+                continue;
+            }
+            log_warn("pilot %lld '%s': agent %lld on %s lost: no heartbeat for %.0f s",
+                     (long long)p->id, p->name, (long long)a->id, a->hostname,
+                     now - a->last_seen);
+            *ap = a->next;
+            free(a->hostname);
+            free(a);
+        }
+        for (int64_t id = 1; p->running && id <= s->next_task_id; id++) {
+            struct task *t = sched_find_task(s, id);
+            char why[384];
+
+            if (!t || t->state != TASK_RUNNING || t->run_pilot_id != p->id || t->ctl
+                || now - t->lease_seen <= limit)
+                continue;
+            snprintf(why, sizeof(why), "pilot %s: its agent on %s was lost "
+                     "(no heartbeat named the task for %.0f s)", p->name,
+                     t->hostname ? t->hostname : "?", now - t->lease_seen);
+            log_warn("task %lld: %s", (long long)t->id, why);
+            sched_task_lost(s, t, p, why);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
 }
 
 static void *slurm_main(void *arg)
@@ -506,6 +592,7 @@ static void *slurm_main(void *arg)
         free(kills);
         if (time_mono() >= next_poll || nkills > 0) {
             poll_jobs(s);
+            check_agents(s);
             next_poll = time_mono() + s->cfg.slurm_poll;
         }
         pthread_mutex_lock(&s->lock);
@@ -653,6 +740,7 @@ json_t *sched_agent_register(struct sched *s, const char *token, json_t *body,
     a->id = ++s->next_agent_id;
     a->hostname = sched_xstrdup(hostname);
     a->slots = (int)slots;
+    a->pid = (long long)pid;
     a->last_seen = time_mono();
     a->next = p->agents;
     p->agents = a;
@@ -750,12 +838,13 @@ int sched_agent_lease(struct sched *s, const char *token, json_t *body,
     left = p->walltime_end > 0 ? p->walltime_end - time_now() - WALLTIME_MARGIN : 0;
     if (deadline_secs >= 0 && (left <= 0 || deadline_secs < left))
         left = deadline_secs;
-    stop = p->winding_down || s->draining
+    stop = p->winding_down || s->draining || a->stopping
            || (p->walltime_end > 0 && left <= 0);
     tasks = json_array();
     while (!stop && (t = sched_pick(s, p, (int)slots, left > 0 ? left : 0))) {
         sched_task_start(s, t, p, a->hostname);
         t->agent_id = a->id;
+        t->lease_seen = time_mono();
         slots -= t->spec.cores;
         json_array_append_new(tasks, lease_json(t));
     }
@@ -784,8 +873,8 @@ done:
 }
 
 /* One result: the attempt it ends, if it is the running one. */
-static int report_one(struct sched *s, struct pilot *p, json_t *r, size_t i,
-                      struct qt_error *err)
+static int report_one(struct sched *s, struct pilot *p, struct agent *a, json_t *r,
+                      size_t i, struct qt_error *err)
 {
     json_int_t id = 0, attempt = 0;
     json_t *exit_code = NULL, *sig = NULL, *msg = NULL;
@@ -809,6 +898,9 @@ static int report_one(struct sched *s, struct pilot *p, json_t *r, size_t i,
         return qt_error_arg(err, field, "%s: %s", field, jerr.text);
     if (qt_enum_parse(&exec_outcome_enum, outcome, &value, field, err) < 0)
         return -1;
+    /* an agent that stops tasks because it is going away takes no more */
+    if (interrupted && a)
+        a->stopping = true;
     res.outcome = (enum exec_outcome)value;
     if (time_parse_iso8601(start, &res.start_time) < 0
         || time_parse_iso8601(end, &res.end_time) < 0)
@@ -840,6 +932,15 @@ static int report_one(struct sched *s, struct pilot *p, json_t *r, size_t i,
         free(t->interrupt);
         t->interrupt = sched_xstrdup(why);
     }
+    if (!interrupted && !t->cancel_requested && stop_signal_death(&res)) {
+        /* SLURM may be ending the job and got to the task before the
+         * agent: the next poll decides (settle_deferred) */
+        free(t->deferred);
+        t->deferred = sched_xcalloc(1, sizeof(*t->deferred));
+        *t->deferred = res;
+        t->deferred_poll = s->slurm ? s->slurm->polls : 0;
+        return 0;
+    }
     sched_task_finish(s, t, p, &res);
     return 0;
 }
@@ -868,7 +969,7 @@ json_t *sched_agent_report(struct sched *s, const char *token, json_t *body,
     if (a)
         a->last_seen = time_mono();
     json_array_foreach(results, i, r) {
-        if (report_one(s, p, r, i, err) < 0)
+        if (report_one(s, p, a, r, i, err) < 0)
             break;
         accepted++;
     }
@@ -903,6 +1004,25 @@ json_t *sched_agent_heartbeat(struct sched *s, const char *token, json_t *body,
     a = agent_seen(s, token, pilot_id, agent_id, &p, err);
     if (!a)
         goto done;
+    /* the tasks it holds are alive; after a restart this is how an agent
+     * claims the tasks it went on running */
+    if (json_is_array(running)) {
+        size_t i;
+        json_t *v;
+
+        json_array_foreach(running, i, v) {
+            struct task *t = json_is_integer(v)
+                                 ? sched_find_task(s, (int64_t)json_integer_value(v))
+                                 : NULL;
+
+            if (t && t->state == TASK_RUNNING && t->run_pilot_id == p->id && !t->ctl) {
+                t->agent_id = a->id;
+                t->lease_seen = time_mono();
+                free(t->hostname);
+                t->hostname = sched_xstrdup(a->hostname);
+            }
+        }
+    }
     out = json_pack("{s:o, s:b}", "cancel", cancel_list(s, p, a->id), "stop",
                     p->winding_down || s->draining);
 done:

@@ -566,6 +566,16 @@ START_TEST(test_walltime_not_leased)
     t = wait_task(&d, fits, 30);
     ck_assert_str_eq(jstr(t, "state"), "SUCCESS");
     json_decref(t);
+    /* a task's own death by SIGTERM, while its job runs on, is its failure */
+    {
+        long long own = submit_one("{\"shell\": \"kill -TERM $$\", \"pilot\": \"s3\"}");
+
+        t = wait_task(&d, own, 30);
+        ck_assert_str_eq(jstr(t, "state"), "FAILED");
+        ck_assert_str_eq(jstr(t, "error_msg"), "killed by signal 15 (SIGTERM)");
+        ck_assert_int_eq(jint(t, "attempts"), 1);
+        json_decref(t);
+    }
     /* the agent is leasing, and still the long one waits */
     t = http_json(&d, "GET", "/v1/tasks/1", NULL, 200);
     ck_assert_int_eq(jint(t, "id"), longer);
@@ -577,6 +587,72 @@ START_TEST(test_walltime_not_leased)
     ck_assert_str_eq(jstr(t, "state"), "FAILED");
     ck_assert_str_eq(jstr(t, "error_msg"), "pilot s3 ended: canceled by user");
     json_decref(t);
+}
+END_TEST
+
+/* An agent that stops heartbeating (here: frozen with SIGSTOP) is taken as
+ * lost after agent-timeout and its task goes back to the queue; a task that
+ * only runs longer than agent-timeout keeps its agent.  Thawed, the agent
+ * registers again and runs the task's next attempt. */
+START_TEST(test_agent_lost)
+{
+    json_t *p, *t, *agents;
+    long long slow, stuck, apid;
+    struct rows m;
+    bool lost_row = false;
+
+    cluster_start((const char *const[]){ "--no-local-pilot", "--agent-timeout", "3", NULL });
+    json_decref(http_json(&d, "POST", "/v1/pilots",
+                          "{\"name\": \"s4\", \"resource\": \"slurm\", \"cores_per_node\": 2}",
+                          201));
+    json_decref(pilot_wait("s4", "RUNNING", 60));
+    slow = submit_one("{\"command\": [\"sleep\", \"5\"]}");
+    t = wait_task(&d, slow, 30);
+    ck_assert_str_eq(jstr(t, "state"), "SUCCESS");
+    ck_assert_int_eq(jint(t, "attempts"), 1);
+    json_decref(t);
+
+    stuck = submit_one("{\"shell\": \"[ -e $QTAU_AGENT_WORKDIR/../thawed ] || sleep 30\"}");
+    json_decref(task_wait_state(stuck, "RUNNING", 30));
+    p = http_json(&d, "GET", "/v1/pilots/s4", NULL, 200);
+    agents = json_object_get(p, "agents");
+    ck_assert_int_eq(json_array_size(agents), 1);
+    apid = jint(json_array_get(agents, 0), "pid");
+    json_decref(p);
+    ck_assert_int_gt(apid, 1);
+    ck_assert_int_eq(kill((pid_t)apid, SIGSTOP), 0);
+    t = task_wait_state(stuck, "PENDING", 20);
+    ck_assert_int_eq(jint(t, "attempts"), 1);
+    ck_assert_msg(strstr(jstr(t, "error_msg"), "was lost") != NULL, "error_msg: %s",
+                  jstr(t, "error_msg"));
+    json_decref(t);
+    p = http_json(&d, "GET", "/v1/pilots/s4", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(p, "agents")), 0);
+    json_decref(p);
+    metrics_rows(&m);
+    for (size_t i = 1; i < m.n; i++)
+        if (atoll(m.r[i][M_TASK]) == stuck && strcmp(m.r[i][M_ATTEMPT], "1") == 0)
+            lost_row = strcmp(m.r[i][M_STATUS], "FAILED") == 0
+                       && strstr(m.r[i][M_ERROR], "was lost") != NULL;
+    ck_assert(lost_row);
+    rows_free(&m);
+
+    /* thawed: the next attempt finishes at once */
+    {
+        char path[400];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/pilots/1/thawed", d.dir);
+        f = fopen(path, "w");
+        ck_assert_ptr_nonnull(f);
+        fclose(f);
+    }
+    ck_assert_int_eq(kill((pid_t)apid, SIGCONT), 0);
+    t = wait_task(&d, stuck, 30);
+    ck_assert_str_eq(jstr(t, "state"), "SUCCESS");
+    ck_assert_int_eq(jint(t, "attempts"), 2);
+    json_decref(t);
+    json_decref(http_json(&d, "DELETE", "/v1/pilots/s4", NULL, 200));
 }
 END_TEST
 
@@ -701,6 +777,7 @@ static Suite *slurm_suite(bool with_cluster)
     tcase_add_test(tc, test_pilot_runs_tasks);
     tcase_add_test(tc, test_scancel_requeues);
     tcase_add_test(tc, test_walltime_not_leased);
+    tcase_add_test(tc, test_agent_lost);
     tcase_add_test(tc, test_invalid_partition);
     tcase_add_test(tc, test_slurmctld_down);    /* last: it stops slurmctld */
     suite_add_tcase(s, tc);
