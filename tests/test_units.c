@@ -1417,7 +1417,8 @@ START_TEST(test_conf_file)
         "agent-path = /opt/qtau/bin/qtau-agent\n"
         "agent-url = http://head:8750\n"
         "slurm-poll = 0.5\n"
-        "heartbeat-interval = 600\n");
+        "heartbeat-interval = 600\n"
+        "agent-timeout = 1800\n");
 
     clear_qtaud_env();
     ck_assert_msg(load(&cfg, &err, "--config", path, NULL) == 0, "%s", err.message);
@@ -1440,6 +1441,7 @@ START_TEST(test_conf_file)
     ck_assert_str_eq(cfg.agent_url, "http://head:8750");
     ck_assert_double_eq(cfg.slurm_poll, 0.5);
     ck_assert_double_eq(cfg.heartbeat, 600);
+    ck_assert_double_eq(cfg.agent_timeout, 1800);
 
     /* the file may also be named by QTAUD_CONFIG, and --config wins over it */
     ck_assert_int_eq(setenv("QTAUD_CONFIG", path, 1), 0);
@@ -1536,6 +1538,7 @@ static const struct {
     { 'f', "slurm-poll", "0", "slurm-poll", NULL },
     { 'f', "heartbeat-interval", "nan", "heartbeat-interval", NULL },
     { 'f', "heartbeat", "5", "heartbeat", "unknown key" },   /* the key, not the field */
+    { 'f', "agent-timeout", "0.5", "agent-timeout", NULL },
     { 'e', "QTAUD_LOCAL_CORES", "abc", "local-cores", "environment QTAUD_LOCAL_CORES" },
     { 'e', "QTAUD_LOCAL_CORES", "-1", "local-cores", NULL },
     { 'e', "QTAUD_LOCAL_CORES", "", "local-cores", NULL },
@@ -1547,6 +1550,8 @@ static const struct {
     { 'e', "QTAUD_HEARTBEAT_INTERVAL", "0", "heartbeat-interval",
       "environment QTAUD_HEARTBEAT_INTERVAL" },
     { 'a', "--bogus", NULL, "bogus", "unknown option '--bogus'" },
+    /* fine alone, not with the default 5 s heartbeat */
+    { 'a', "--agent-timeout=10", NULL, "agent-timeout", "at least 3 x heartbeat-interval" },
     { 'a', "--local_cores=3", NULL, "local_cores", "unknown option" },
     { 'a', "--", NULL, "", "unknown option" },
     { 'a', "--local-cores=abc", NULL, "local-cores", "command line" },
