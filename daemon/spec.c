@@ -496,7 +496,7 @@ int pilot_spec_parse(json_t *obj, struct pilot_spec *spec, struct qt_error *err)
         if (get_int(v, &c, "cores", 1, SPEC_MAX_CORES, &spec->cores) < 0)
             goto error;
     for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
-        if ((v = json_object_get(obj, ints[i].field)) && !json_is_null(v)) {
+        if (slurm_value_given(v = json_object_get(obj, ints[i].field))) {
             if (get_int(v, &c, ints[i].field, ints[i].min, ints[i].max,
                         (int *)((char *)spec + ints[i].offset)) < 0)
                 goto error;
@@ -507,22 +507,20 @@ int pilot_spec_parse(json_t *obj, struct pilot_spec *spec, struct qt_error *err)
         || get_optional_slurm_string(obj, &c, "project", &spec->project) < 0
         || get_optional_slurm_string(obj, &c, "reservation", &spec->reservation) < 0)
         goto error;
-    if ((v = json_object_get(obj, "working_directory")) && !json_is_null(v)) {
+    if (slurm_value_given(v = json_object_get(obj, "working_directory"))) {
         if (get_cstring(v, &c, "working_directory", &s) < 0)
             goto error;
-        if (s[0] != '\0' && strcmp(s, "None") != 0) {
-            if (s[0] != '/') {
-                qt_error_arg(err, "working_directory",
-                             "working_directory must be an absolute path");
-                goto error;
-            }
-            spec->working_directory = xstrdup(s);
+        if (s[0] != '/') {
+            qt_error_arg(err, "working_directory",
+                         "working_directory must be an absolute path");
+            goto error;
         }
+        spec->working_directory = xstrdup(s);
     }
-    if ((v = json_object_get(obj, "environment")) && !json_is_null(v))
+    if (slurm_value_given(v = json_object_get(obj, "environment")))
         if (get_env(v, &c, "environment", &spec->environment) < 0)
             goto error;
-    if ((v = json_object_get(obj, "scheduler_script_commands")) && !json_is_null(v)) {
+    if (slurm_value_given(v = json_object_get(obj, "scheduler_script_commands"))) {
         if (get_string_array(v, &c, "scheduler_script_commands", 256,
                              &spec->scheduler_script_commands) < 0)
             goto error;

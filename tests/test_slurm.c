@@ -212,6 +212,33 @@ START_TEST(test_shape_and_walltime)
 }
 END_TEST
 
+/* Every optional field, in each of its absent forms, leaves the job
+ * description exactly as if it were not there. */
+START_TEST(test_every_field_absent)
+{
+    static const char *const fields[] = {
+        "number_of_nodes", "cores_per_node", "gpus_per_node", "walltime", "queue",
+        "qos", "project", "reservation", "scheduler_script_commands", "environment",
+        "working_directory",
+    };
+    json_t *bare = describe("{\"resource\": \"slurm\"}");
+
+    for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+        for (size_t a = 1; a < 4; a++) {
+            char body[160];
+            json_t *d;
+
+            snprintf(body, sizeof(body), "{\"resource\": \"slurm\", \"%s\": %s}",
+                     fields[f], absent_forms[a]);
+            d = describe(body);
+            ck_assert_msg(json_equal(d, bare), "%s changed the job description", body);
+            json_decref(d);
+        }
+    }
+    json_decref(bare);
+}
+END_TEST
+
 /* Wrong values are refused with the field named, before SLURM sees them. */
 START_TEST(test_bad_values)
 {
@@ -220,7 +247,7 @@ START_TEST(test_bad_values)
     } cases[] = {
         { "{\"resource\": \"slurm\", \"walltime\": 0}", "walltime" },
         { "{\"resource\": \"slurm\", \"walltime\": -5}", "walltime" },
-        { "{\"resource\": \"slurm\", \"walltime\": \"None\"}", "walltime" },
+        { "{\"resource\": \"slurm\", \"walltime\": \"90\"}", "walltime" },
         { "{\"resource\": \"slurm\", \"number_of_nodes\": 0}", "number_of_nodes" },
         { "{\"resource\": \"slurm\", \"cores_per_node\": 1.5}", "cores_per_node" },
         { "{\"resource\": \"slurm\", \"gpus_per_node\": -1}", "gpus_per_node" },
@@ -762,6 +789,7 @@ static Suite *slurm_suite(bool with_cluster)
     tcase_add_checked_fixture(tc, desc_setup, desc_teardown);
     tcase_add_test(tc, test_optional_strings);
     tcase_add_test(tc, test_working_directory);
+    tcase_add_test(tc, test_every_field_absent);
     tcase_add_test(tc, test_shape_and_walltime);
     tcase_add_test(tc, test_bad_values);
     tcase_add_test(tc, test_script_and_environment);
