@@ -305,14 +305,17 @@ static enum call_kind agent_call(struct http_client *c, struct retry *r,
         retry_failed(r, call->msg);
         return CALL_RETRY;
     }
-    retry_ok(r);    /* it answered: reachable, whatever it said */
     switch (call->status) {
     case 401:
     case 404:
+        retry_ok(r);    /* it answered: reachable */
         return CALL_SESSION;
     case 410:
+        retry_ok(r);
         return CALL_GONE;
     default:
+        /* reachable but refusing: the delay keeps growing, so a refusal
+         * that persists is not retried ten times a second */
         return CALL_REFUSED;
     }
 }
