@@ -34,6 +34,8 @@ struct reply {
 struct request {
     struct buf body;
     bool too_large;
+    bool nul_in_url;        /* the raw URL had %00 */
+    bool started;           /* the first call (headers) has been seen */
     struct MHD_Connection *conn;
     struct api *api;
     /* long poll */

@@ -30,12 +30,21 @@ static struct MHD_Response *response_from_json(json_t *json)
      * value a user sent comes back as sent, without binary noise */
     char *text = json_dumps(json, JSON_COMPACT | JSON_REAL_PRECISION(15));
     struct MHD_Response *resp;
-    size_t len;
 
-    if (!text)
-        abort();
-    len = strlen(text);
-    resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!text) {
+        /* out of memory, or a string that is not UTF-8 got into a reply:
+         * a bug to log, not a reason to take the daemon down */
+        static const char fallback[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"qtaud could not "
+            "encode its answer\"}}";
+
+        log_err("could not encode a JSON answer");
+        resp = MHD_create_response_from_buffer(sizeof(fallback) - 1, (void *)fallback,
+                                               MHD_RESPMEM_PERSISTENT);
+    } else {
+        resp = MHD_create_response_from_buffer(strlen(text), text,
+                                               MHD_RESPMEM_MUST_FREE);
+    }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             "application/json");
     return resp;
@@ -220,6 +229,10 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
         reply_error(&r, 400, "invalid_argument", qc.bad, msg);
         return queue_reply(conn, &r, NULL);
     }
+    if (req->nul_in_url) {
+        reply_error(&r, 400, "invalid_argument", NULL, "the URL holds a NUL byte (%00)");
+        return queue_reply(conn, &r, NULL);
+    }
     if (req->too_large) {
         char msg[96];
 
@@ -265,6 +278,21 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
     return ret;
 }
 
+/* Called with each request's raw URL, before libmicrohttpd decodes it: the
+ * request's state starts here, so a NUL byte (%00) can be refused - once
+ * decoded, it would silently cut the path and the query short. */
+static void *uri_seen(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct request *req = calloc(1, sizeof(*req));
+
+    if (!req)
+        return NULL;
+    req->conn = conn;
+    req->api = cls;
+    req->nul_in_url = strstr(uri, "%00") != NULL;
+    return req;
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn,
                                       const char *url, const char *method,
                                       const char *version,
@@ -275,13 +303,17 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn,
     struct request *req = *req_cls;
 
     (void)version;
-    if (!req) {
-        req = calloc(1, sizeof(*req));
-        if (!req)
-            return MHD_NO;
-        req->conn = conn;
-        req->api = a;
-        *req_cls = req;
+    if (!req || !req->started) {
+        /* the headers are in; the body, if any, comes next */
+        if (!req) {
+            req = calloc(1, sizeof(*req));
+            if (!req)
+                return MHD_NO;
+            req->conn = conn;
+            req->api = a;
+            *req_cls = req;
+        }
+        req->started = true;
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -361,6 +393,7 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
             { MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout, NULL },
             { MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL },
             { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, a },
+            { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_seen, a },
             { MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL },
             /* one thread means no pool: the polling thread serves */
             { cfg->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,

@@ -22,6 +22,10 @@ int qt_error_set(struct qt_error *err, int status, const char *code,
                  const char *field, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* Replaces each byte of s that is not part of valid UTF-8 with '?', in
+ * place (error_set does this to every message and field). */
+void qt_utf8_sanitize(char *s);
+
 /* Shorthand for 400 invalid_argument naming a field. */
 int qt_error_arg(struct qt_error *err, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -759,6 +759,41 @@ START_TEST(test_requeue_limit)
 }
 END_TEST
 
+/* URLs whose bytes are not UTF-8, or hold a NUL: a JSON error each, and
+ * the daemon stays up (a %FF once made qtaud abort; a %00 cut the path,
+ * so /v1/tasks/1%00/stdout answered the task itself). */
+START_TEST(test_bad_url_bytes)
+{
+    static const struct {
+        const char *path;
+        long status;
+    } cases[] = {
+        { "/v1/tasks?state=%FF", 400 },
+        { "/v1/tasks?pilot=%C3%28", 400 },
+        { "/v1/tasks?%FF=1", 400 },
+        { "/v1/tasks/%FF", 404 },
+        { "/v1/tasks/%FF/stdout", 404 },
+        { "/v1/pilots/%E2%82", 404 },
+        { "/v1/metrics.csv?pilot=%FF", 400 },
+        { "/v1/health?%FF", 400 },
+        { "/v1/tasks/1%00/stdout", 400 },
+        { "/v1/pilots/local%00", 400 },
+        { "/v1/tasks?state=PENDING%00x", 400 },
+    };
+
+    start(NULL);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *e = http_json(&d, "GET", cases[i].path, NULL, cases[i].status);
+
+        ck_assert_msg(json_is_string(json_object_get(json_object_get(e, "error"),
+                                                     "message")),
+                      "%s: no error message", cases[i].path);
+        json_decref(e);
+    }
+    json_decref(http_json(&d, "GET", "/v1/health", NULL, 200));
+}
+END_TEST
+
 struct poll_arg {
     long long id;
     long status;
@@ -996,6 +1031,7 @@ static Suite *api_suite(void)
     tcase_add_test(tc, test_restart_keeps_state);
     tcase_add_test(tc, test_default_pilot_comes_back);
     tcase_add_test(tc, test_requeue_limit);
+    tcase_add_test(tc, test_bad_url_bytes);
     tcase_add_test(tc, test_not_root_without_flag);
     suite_add_tcase(s, tc);
     return s;

@@ -260,6 +260,39 @@ END_TEST
 
 /* ---- error -------------------------------------------------------------- */
 
+/* Messages echo users' bytes; what is not UTF-8 becomes '?', what is
+ * stays.  (A %FF in a URL once made the JSON answer unencodable and
+ * qtaud abort.) */
+START_TEST(test_error_utf8)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        { "plain", "plain" },
+        { "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80" },
+        { "\xff", "?" },
+        { "a\xc3(b", "a?(b" },
+        { "cut \xe2\x82", "cut ??" },              /* a sequence cut short */
+        { "\xc0\xaf", "??" },                      /* overlong '/' */
+        { "\xed\xa0\x80", "???" },                /* a surrogate */
+        { "\xf4\x90\x80\x80", "????" },          /* above U+10FFFF */
+        { "\x80x", "?x" },                          /* a stray continuation */
+    };
+    struct qt_error err;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[64];
+
+        snprintf(buf, sizeof(buf), "%s", cases[i].in);
+        qt_utf8_sanitize(buf);
+        ck_assert_msg(strcmp(buf, cases[i].out) == 0, "case %zu: got '%s'", i, buf);
+    }
+    qt_error_arg(&err, "f\xff", "no pilot '%s'", "\xc3(");
+    ck_assert_str_eq(err.message, "no pilot '?('");
+    ck_assert_str_eq(err.field, "f?");
+}
+END_TEST
+
 START_TEST(test_error_helpers)
 {
     struct qt_error err = { 0 };
@@ -1731,6 +1764,7 @@ static Suite *units_suite(void)
 
     tc = tcase_create("error");
     tcase_add_test(tc, test_error_helpers);
+    tcase_add_test(tc, test_error_utf8);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("csv");
