@@ -87,9 +87,9 @@ void sched_task_persist(struct sched *s, const struct task *t)
     db_writer_task(s->w, &r);
 }
 
-uint64_t sched_pilot_persist(struct sched *s, const struct pilot *p)
+static void pilot_row(const struct pilot *p, struct db_pilot_row *r)
 {
-    struct db_pilot_row r = {
+    *r = (struct db_pilot_row){
         .id = p->id, .name = p->name, .resource = (int)p->resource,
         .engine = (int)p->engine, .state = (int)p->state,
         .description = p->description, .cores = p->cores, .reason = p->reason,
@@ -97,7 +97,23 @@ uint64_t sched_pilot_persist(struct sched *s, const struct pilot *p)
         .end_time = p->end_time, .slurm_job_id = p->slurm_job_id,
         .token = p->token, .workdir = p->workdir,
     };
+}
 
+uint64_t sched_pilot_persist(struct sched *s, const struct pilot *p)
+{
+    struct db_pilot_row r;
+
+    pilot_row(p, &r);
+    return db_writer_pilot(s->w, &r);
+}
+
+/* A new pilot's first row: dropped, not retried, if its batch fails. */
+static uint64_t pilot_persist_new(struct sched *s, const struct pilot *p)
+{
+    struct db_pilot_row r;
+
+    pilot_row(p, &r);
+    r.is_new = true;
     return db_writer_pilot(s->w, &r);
 }
 
@@ -684,6 +700,20 @@ static void pilot_free(struct pilot *p)
     free(p);
 }
 
+static void sched_pilots_remove(struct sched *s, struct pilot *p)
+{
+    for (size_t i = 0; i < s->npilots; i++) {
+        if (s->pilots[i] == p) {
+            memmove(&s->pilots[i], &s->pilots[i + 1],
+                    (s->npilots - i - 1) * sizeof(*s->pilots));
+            s->npilots--;
+            break;
+        }
+    }
+    if (p->id == s->next_pilot_id)
+        s->next_pilot_id--;
+}
+
 void sched_pilots_append(struct sched *s, struct pilot *p)
 {
     s->pilots = realloc(s->pilots, (s->npilots + 1) * sizeof(*s->pilots));
@@ -788,7 +818,11 @@ int sched_pilot_create(struct sched *s, json_t *body, struct sched_waiter *w,
                      spec.name);
         goto done;
     }
+    /* the default name, made unique: a user may have called a pilot
+     * "pilot-3" before pilot 3 came */
     snprintf(name, sizeof(name), "pilot-%lld", (long long)s->next_pilot_id + 1);
+    for (int k = 2; !spec.name && sched_find_pilot(s, name); k++)
+        snprintf(name, sizeof(name), "pilot-%lld-%d", (long long)s->next_pilot_id + 1, k);
     p = sched_pilot_new(s->next_pilot_id + 1, spec.name ? spec.name : name);
     p->resource = spec.resource;
     p->engine = spec.engine;
@@ -804,15 +838,16 @@ int sched_pilot_create(struct sched *s, json_t *body, struct sched_waiter *w,
         p->start_time = p->create_time;
     }
     sched_pilots_append(s, p);
-    seq = sched_pilot_persist(s, p);
+    seq = pilot_persist_new(s, p);
     pthread_mutex_unlock(&s->lock);
 
     if (db_writer_wait(s->w, seq, err) < 0) {
-        /* not acknowledged: take it back out */
+        /* not acknowledged: it never was (its name and id are free again,
+         * and a later retry of its row finds nothing to update) */
         pthread_mutex_lock(&s->lock);
-        p->state = PILOT_FAILED;
-        p->reason = sched_xstrdup("the store could not record it");
+        sched_pilots_remove(s, p);
         pthread_mutex_unlock(&s->lock);
+        pilot_free(p);
         goto done;
     }
     pthread_mutex_lock(&s->lock);

@@ -71,6 +71,8 @@ struct db_pilot_row {
     int64_t slurm_job_id;        /* 0 none */
     const char *token;           /* SLURM pilots: their agents' token */
     const char *workdir;         /* SLURM pilots: the job's folder */
+    bool is_new;                 /* a pilot awaiting its 201: dropped, not
+                                    retried, if its batch fails */
 };
 
 /* Opens (creating if needed) the database at path read-write, sets WAL and
@@ -103,9 +105,11 @@ void db_writer_stop(struct db_writer *w);
 
 /* Queue changes.  Each returns the sequence number of the change, to wait
  * on with db_writer_wait().  Strings are copied.  Task rows carrying a
- * description are new tasks: if their batch fails to commit they are
- * dropped (the submitter answers 503); every other change is retried until
- * it commits. */
+ * description are new tasks, and pilot rows marked is_new new pilots: if
+ * their batch fails to commit they are dropped (the submitter answers
+ * 503).  A change that breaks a constraint can never commit: it is dropped
+ * and its waiter told so.  Every other change is retried until it
+ * commits. */
 uint64_t db_writer_task(struct db_writer *w, const struct db_task_row *row);
 uint64_t db_writer_tasks(struct db_writer *w, const struct db_task_row *rows,
                          size_t n);

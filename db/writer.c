@@ -41,7 +41,7 @@ struct op {
     struct op *next;
     enum op_kind kind;
     uint64_t seq;
-    bool is_insert;             /* OP_TASKS: new tasks awaiting their 201 */
+    bool is_insert;             /* new tasks or a new pilot awaiting their 201 */
     size_t n;                   /* OP_TASKS: rows */
     struct db_task_row *tasks;
     struct db_metrics_row metrics;
@@ -248,16 +248,22 @@ static int apply_op(struct db_writer *w, const struct op *op)
 /* Applies the batch in one transaction.  Returns 0, or -1 (rolled back)
  * with SQLite's reason in why, taken before the ROLLBACK replaces it ("not
  * an error", or "no transaction is active" when SQLite rolled back itself;
- * after a failed BEGIN the ROLLBACK is a harmless no-op). */
+ * after a failed BEGIN the ROLLBACK is a harmless no-op).  When one change
+ * broke a constraint - it can never be stored, however often it is tried -
+ * *poison is that change. */
 static int commit_batch(struct db_writer *w, struct op *batch, size_t *changes,
-                        char *why, size_t whylen)
+                        char *why, size_t whylen, struct op **poison)
 {
     *changes = 0;
+    *poison = NULL;
     if (sqlite3_exec(w->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
         goto error;
     for (struct op *op = batch; op; op = op->next) {
-        if (apply_op(w, op) < 0)
+        if (apply_op(w, op) < 0) {
+            if ((sqlite3_errcode(w->db) & 0xff) == SQLITE_CONSTRAINT)
+                *poison = op;
             goto error;
+        }
         *changes += op->kind == OP_TASKS ? op->n : 1;
     }
     if (sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
@@ -269,15 +275,37 @@ error:
     return -1;
 }
 
+/* Records seq as dropped, keeping the list ascending (a retried batch's
+ * poison change can be older than inserts dropped before it). */
 static void dropped_add(struct db_writer *w, uint64_t seq)
 {
+    size_t i;
+
     if (w->ndropped == w->dropped_cap) {
         w->dropped_cap = w->dropped_cap ? w->dropped_cap * 2 : 16;
         w->dropped = realloc(w->dropped, w->dropped_cap * sizeof(*w->dropped));
         if (!w->dropped)
             abort();
     }
-    w->dropped[w->ndropped++] = seq;
+    for (i = w->ndropped; i > 0 && w->dropped[i - 1] > seq; i--)
+        w->dropped[i] = w->dropped[i - 1];
+    w->dropped[i] = seq;
+    w->ndropped++;
+}
+
+/* Takes poison out of batch (returned), recording it as dropped. */
+static struct op *drop_op(struct db_writer *w, struct op *batch, struct op *poison)
+{
+    struct op **pp = &batch;
+
+    while (*pp && *pp != poison)
+        pp = &(*pp)->next;
+    if (*pp) {
+        *pp = poison->next;
+        dropped_add(w, poison->seq);
+        op_free(poison);
+    }
+    return batch;
 }
 
 /* Whether seq was a new-task change dropped from a failed batch.  Called
@@ -310,7 +338,7 @@ static struct op *drop_inserts(struct db_writer *w, struct op *batch)
     while (batch) {
         struct op *next = batch->next;
 
-        if (batch->kind == OP_TASKS && batch->is_insert) {
+        if (batch->is_insert) {
             dropped_add(w, batch->seq);
             op_free(batch);
         } else {
@@ -330,7 +358,7 @@ static void *writer_main(void *arg)
 
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        struct op *batch, *last;
+        struct op *batch, *last, *poison;
         uint64_t upto;
         size_t changes;
         char why[sizeof(w->failure)];
@@ -355,9 +383,19 @@ static void *writer_main(void *arg)
         }
         pthread_mutex_unlock(&w->lock);
 
-        rc = commit_batch(w, batch, &changes, why, sizeof(why));
+        rc = commit_batch(w, batch, &changes, why, sizeof(why), &poison);
 
         pthread_mutex_lock(&w->lock);
+        if (rc < 0 && poison) {
+            /* retrying cannot help it, and it must not hold back the rest:
+             * its waiter is told it failed, the others go again at once */
+            log_err("store: dropping a change that breaks a constraint: %s", why);
+            snprintf(w->failure, sizeof(w->failure), "%s", why);
+            w->stats.failures++;
+            retry = drop_op(w, batch, poison);
+            pthread_cond_broadcast(&w->done);
+            continue;
+        }
         if (rc == 0) {
             w->committed_seq = upto;
             w->stats.commits++;
@@ -531,6 +569,7 @@ uint64_t db_writer_pilot(struct db_writer *w, const struct db_pilot_row *row)
     op->pilot.reason = dup_or_null(row->reason);
     op->pilot.token = dup_or_null(row->token);
     op->pilot.workdir = dup_or_null(row->workdir);
+    op->is_insert = row->is_new;
     return enqueue(w, op);
 }
 
@@ -540,10 +579,10 @@ int db_writer_wait(struct db_writer *w, uint64_t seq, struct qt_error *err)
 
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        /* a dropped new task stays failed after later batches commit */
+        /* a dropped change stays failed after later batches commit */
         if (w->committed_seq >= seq && !dropped_has(w, seq))
             break;
-        if (w->failed_seq >= seq) {
+        if (w->failed_seq >= seq || dropped_has(w, seq)) {
             qt_error_set(err, 503, "store_unavailable", NULL,
                          "the store could not commit: %s", w->failure);
             rc = -1;

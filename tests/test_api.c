@@ -759,6 +759,38 @@ START_TEST(test_requeue_limit)
 }
 END_TEST
 
+/* A default pilot name never collides with a name a user chose, and a
+ * failed creation leaves no pilot behind (a collision once blocked every
+ * later write with a UNIQUE error). */
+START_TEST(test_default_pilot_name_unique)
+{
+    json_t *p;
+    long long id;
+
+    start(NULL);
+    p = http_json(&d, "POST", "/v1/pilots", "{\"name\": \"pilot-3\", \"cores\": 1}", 201);
+    ck_assert_int_eq(jint(p, "id"), 2);
+    json_decref(p);
+    p = http_json(&d, "POST", "/v1/pilots", "{\"cores\": 1}", 201);
+    ck_assert_int_eq(jint(p, "id"), 3);
+    ck_assert_str_eq(jstr(p, "name"), "pilot-3-2");
+    json_decref(p);
+    id = submit("{\"command\": [\"true\"]}");
+    p = wait_task(&d, id, 20);
+    ck_assert_str_eq(jstr(p, "state"), "SUCCESS");
+    json_decref(p);
+    /* and the store agrees after a restart */
+    ck_assert_int_eq(WEXITSTATUS(daemon_stop(&d, SIGTERM)), 0);
+    ck_assert_int_eq(daemon_start(&d, NULL), 0);
+    p = http_json(&d, "GET", "/v1/pilots/pilot-3-2", NULL, 200);
+    ck_assert_int_eq(jint(p, "id"), 3);
+    json_decref(p);
+    p = http_json(&d, "GET", "/v1/tasks/1", NULL, 200);
+    ck_assert_str_eq(jstr(p, "state"), "SUCCESS");
+    json_decref(p);
+}
+END_TEST
+
 /* URLs whose bytes are not UTF-8, or hold a NUL: a JSON error each, and
  * the daemon stays up (a %FF once made qtaud abort; a %00 cut the path,
  * so /v1/tasks/1%00/stdout answered the task itself). */
@@ -1032,6 +1064,7 @@ static Suite *api_suite(void)
     tcase_add_test(tc, test_default_pilot_comes_back);
     tcase_add_test(tc, test_requeue_limit);
     tcase_add_test(tc, test_bad_url_bytes);
+    tcase_add_test(tc, test_default_pilot_name_unique);
     tcase_add_test(tc, test_not_root_without_flag);
     suite_add_tcase(s, tc);
     return s;

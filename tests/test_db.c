@@ -980,6 +980,53 @@ static void assert_batch_outcome(struct db_writer *w,
     sqlite3_close(raw);
 }
 
+/* A change that breaks a constraint can never commit: it is dropped, its
+ * waiter told why, and nothing queued with it or after it is held back
+ * (a duplicate pilot name once blocked every later write for good). */
+START_TEST(test_constraint_change_dropped)
+{
+    struct db_writer *w = writer_open();
+    struct db_pilot_row a = local_pilot(2, "pilot-3"), b = local_pilot(3, "pilot-3");
+    struct db_task_row t = new_task(1), u;
+    struct qt_error err = { 0 };
+    struct loaded l = { 0 };
+    uint64_t bad, after;
+
+    wait_ok(w, db_writer_pilot(w, &a));
+    b.is_new = true;
+    bad = db_writer_pilot(w, &b);
+    after = db_writer_task(w, &t);
+    ck_assert_int_eq(db_writer_wait(w, bad, &err), -1);
+    ck_assert_int_eq(err.status, 503);
+    ck_assert_msg(strstr(err.message, "UNIQUE") != NULL, "message: %s", err.message);
+    wait_ok(w, after);
+    /* an old change that breaks one, too: an update renaming onto a taken
+     * name, queued between good ones */
+    b.is_new = false;
+    b.id = 2;
+    b.name = "local";
+    {
+        struct db_pilot_row local = local_pilot(1, "local");
+
+        wait_ok(w, db_writer_pilot(w, &local));
+    }
+    bad = db_writer_pilot(w, &b);
+    u = t;
+    u.description = NULL;
+    u.state = TASK_RUNNING;
+    after = db_writer_task(w, &u);
+    ck_assert_int_eq(db_writer_wait(w, bad, &err), -1);
+    wait_ok(w, after);
+    db_writer_stop(w);
+    load_all(&l);
+    ck_assert_int_eq(l.npilots, 2);
+    ck_assert_str_eq(l.pilots[1].name, "pilot-3");
+    ck_assert_int_eq(l.ntasks, 1);
+    ck_assert_int_eq(l.tasks[0].state, TASK_RUNNING);
+    loaded_free(&l);
+}
+END_TEST
+
 /* Another process (an sqlite3 shell, say) holds the write lock. */
 START_TEST(test_failed_batch_locked)
 {
@@ -1092,6 +1139,7 @@ static Suite *db_suite(void)
     tcase_add_test(tc, test_reopen_keeps_rows);
     tcase_add_test(tc, test_migrate_from_v1);
     tcase_add_test(tc, test_pilot_slurm_fields_and_rename);
+    tcase_add_test(tc, test_constraint_change_dropped);
     tcase_add_test(tc, test_newer_schema_refused);
     tcase_add_test(tc, test_open_errors);
     tcase_add_test(tc, test_writer_roundtrip);
