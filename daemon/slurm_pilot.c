@@ -812,7 +812,7 @@ int sched_agent_lease(struct sched *s, const char *token, json_t *body,
                       struct qt_error *err)
 {
     json_int_t pilot_id = 0, agent_id = 0, slots = 0;
-    double wait = 0, deadline_secs = -1, left;
+    double wait = 0, deadline_secs = NAN, left;
     struct pilot *p;
     struct agent *a;
     json_t *tasks;
@@ -830,6 +830,9 @@ int sched_agent_lease(struct sched *s, const char *token, json_t *body,
     if (!(wait >= 0 && wait <= LEASE_MAX_WAIT))
         return qt_error_arg(err, "wait", "wait must be from 0 to %.0f seconds",
                             LEASE_MAX_WAIT);
+    if (!isnan(deadline_secs) && !(deadline_secs >= 0))
+        return qt_error_arg(err, "deadline_secs",
+                            "deadline_secs must be a number of seconds >= 0");
     pthread_mutex_lock(&s->lock);
     a = agent_seen(s, token, pilot_id, agent_id, &p, err);
     if (!a)
@@ -906,9 +909,17 @@ static int report_one(struct sched *s, struct pilot *p, struct agent *a, json_t 
         || time_parse_iso8601(end, &res.end_time) < 0)
         return qt_error_arg(err, field, "%s: start_time and end_time must be "
                             "ISO 8601 UTC times", field);
-    if (exit_code && json_is_integer(exit_code))
+    if ((exit_code && !json_is_null(exit_code)
+         && (!json_is_integer(exit_code) || json_integer_value(exit_code) < 0
+             || json_integer_value(exit_code) > 255))
+        || (sig && !json_is_null(sig)
+            && (!json_is_integer(sig) || json_integer_value(sig) < 1
+                || json_integer_value(sig) > 64)))
+        return qt_error_arg(err, field, "%s: exit_code must be 0-255 and signal "
+                            "1-64, or null", field);
+    if (json_is_integer(exit_code))
         res.exit_code = (int)json_integer_value(exit_code);
-    if (sig && json_is_integer(sig))
+    if (json_is_integer(sig))
         res.term_signal = (int)json_integer_value(sig);
     if (msg && !json_is_null(msg) && !json_is_string(msg))
         return qt_error_arg(err, field, "%s: error_msg must be a string or null", field);
@@ -1000,6 +1011,18 @@ json_t *sched_agent_heartbeat(struct sched *s, const char *token, json_t *body,
     if (agent_unpack(body, err, "{s:I, s:I, s?o}", "pilot", &pilot_id, "agent_id",
                      &agent_id, "running", &running) < 0)
         return NULL;
+    if (running) {
+        size_t i;
+        json_t *v;
+        bool ok = json_is_array(running);
+
+        json_array_foreach(running, i, v)
+            ok = ok && json_is_integer(v) && json_integer_value(v) > 0;
+        if (!ok) {
+            qt_error_arg(err, "running", "running must be an array of task ids");
+            return NULL;
+        }
+    }
     pthread_mutex_lock(&s->lock);
     a = agent_seen(s, token, pilot_id, agent_id, &p, err);
     if (!a)

@@ -146,13 +146,14 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
     return len;
 }
 
-int http(const struct daemon *d, const char *method, const char *path,
-         const char *body, const char *ctype, struct http_resp *r)
+static int http_do(const struct daemon *d, const char *method, const char *path,
+                   const char *body, const char *ctype, const char *token,
+                   struct http_resp *r)
 {
     CURL *c = curl_easy_init();
     struct curl_slist *hdrs = NULL;
     struct buf b = BUF_INIT;
-    char url[4096], ct[160];
+    char url[4096], ct[160], auth[300];
     CURLcode rc;
 
     memset(r, 0, sizeof(*r));
@@ -162,6 +163,10 @@ int http(const struct daemon *d, const char *method, const char *path,
     snprintf(ct, sizeof(ct), "Content-Type: %s", ctype ? ctype : "application/json");
     hdrs = curl_slist_append(hdrs, ct);
     hdrs = curl_slist_append(hdrs, "Expect:");
+    if (token) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+        hdrs = curl_slist_append(hdrs, auth);
+    }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
@@ -186,6 +191,18 @@ int http(const struct daemon *d, const char *method, const char *path,
     if (strncmp(r->content_type, "application/json", 16) == 0)
         r->json = json_loadb(r->body, r->len, JSON_DECODE_ANY, NULL);
     return 0;
+}
+
+int http(const struct daemon *d, const char *method, const char *path,
+         const char *body, const char *ctype, struct http_resp *r)
+{
+    return http_do(d, method, path, body, ctype, NULL, r);
+}
+
+int http_bearer(const struct daemon *d, const char *method, const char *path,
+                const char *body, const char *token, struct http_resp *r)
+{
+    return http_do(d, method, path, body, NULL, token, r);
 }
 
 void http_resp_free(struct http_resp *r)

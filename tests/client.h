@@ -42,6 +42,9 @@ bool daemon_teardown(struct daemon *d, int *status);
 int http(const struct daemon *d, const char *method, const char *path,
          const char *body, const char *ctype, struct http_resp *r);
 void http_resp_free(struct http_resp *r);
+/* A JSON request carrying "Authorization: Bearer <token>". */
+int http_bearer(const struct daemon *d, const char *method, const char *path,
+                const char *body, const char *token, struct http_resp *r);
 
 /* Request expecting a JSON answer with status want; returns the JSON (new
  * reference) or NULL, printing what came instead. */

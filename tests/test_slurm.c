@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <sqlite3.h>
 
 #include "common/csv.h"
 #include "common/log.h"
@@ -683,6 +684,108 @@ START_TEST(test_agent_lost)
 }
 END_TEST
 
+/* The token of pilot name, as the store keeps it (the test's way in: the
+ * agents get it from their job's environment). */
+static char *pilot_token(const char *name)
+{
+    char path[400], *tok = NULL;
+    sqlite3 *db;
+    sqlite3_stmt *st;
+
+    snprintf(path, sizeof(path), "%s/qtaud.db", d.dir);
+    ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT token FROM pilots WHERE name = ?1",
+                                        -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        tok = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    ck_assert_ptr_nonnull(tok);
+    return tok;
+}
+
+static long agent_call(const char *path, const char *body, const char *token,
+                       char *field, size_t len)
+{
+    struct http_resp r;
+    long status;
+
+    ck_assert_int_eq(http_bearer(&d, "POST", path, body, token, &r), 0);
+    status = r.status;
+    if (field) {
+        const char *f = jstr(json_object_get(r.json, "error"), "field");
+
+        snprintf(field, len, "%s", f ? f : "");
+    }
+    http_resp_free(&r);
+    return status;
+}
+
+/* Agent calls open with their own pilot's token only, while it is active,
+ * and every malformed body is a 400 naming what is wrong. */
+START_TEST(test_agent_endpoints)
+{
+    char *ta, *tb, body[300], field[64];
+    json_t *p;
+    long long ida, idb;
+    static const struct {
+        const char *path, *rest, *field;   /* the body after pilot a's id */
+    } bad[] = {
+        { "/v1/agent/heartbeat", "\"agent_id\": 1, \"running\": 5}", "running" },
+        { "/v1/agent/heartbeat", "\"agent_id\": 1, \"running\": [\"a\"]}", "running" },
+        { "/v1/agent/lease", "\"agent_id\": 1, \"slots\": 1, \"deadline_secs\": -1}",
+          "deadline_secs" },
+        { "/v1/agent/lease", "\"agent_id\": 1, \"slots\": 0}", "slots" },
+        { "/v1/agent/lease", "\"agent_id\": 1, \"slots\": 1, \"wait\": 3600}", "wait" },
+        { "/v1/agent/report", "\"agent_id\": 1, \"results\": [{\"id\": 1,"
+          " \"attempt\": 1, \"outcome\": \"EXITED\", \"exit_code\": \"zero\","
+          " \"start_time\": \"2026-12-04T00:00:00Z\", \"end_time\": \"2026-12-04T00:00:01Z\"}]}",
+          "results[0]" },
+        { "/v1/agent/report", "\"agent_id\": 1, \"results\": [{\"id\": 1,"
+          " \"attempt\": 1, \"outcome\": \"DONE\","
+          " \"start_time\": \"2026-12-04T00:00:00Z\", \"end_time\": \"2026-12-04T00:00:01Z\"}]}",
+          "results[0]" },
+        { "/v1/agent/register", "\"hostname\": \"\", \"slots\": 1}", "hostname" },
+    };
+
+    cluster_start((const char *const[]){ "--no-local-pilot", NULL });
+    p = http_json(&d, "POST", "/v1/pilots",
+                  "{\"name\": \"a\", \"resource\": \"slurm\", \"cores_per_node\": 1}", 201);
+    ida = jint(p, "id");
+    json_decref(p);
+    p = http_json(&d, "POST", "/v1/pilots",
+                  "{\"name\": \"b\", \"resource\": \"slurm\", \"cores_per_node\": 1}", 201);
+    idb = jint(p, "id");
+    json_decref(p);
+    ta = pilot_token("a");
+    tb = pilot_token("b");
+    json_decref(pilot_wait("a", "RUNNING", 60));
+
+    snprintf(body, sizeof(body), "{\"pilot\": %lld, \"agent_id\": 1}", ida);
+    ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, NULL, NULL, 0), 401);
+    ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, "not-the-token", NULL, 0), 401);
+    ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, tb, NULL, 0), 401);
+    ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, ta, NULL, 0), 200);
+    /* a pilot token opens nothing but the agent calls */
+    ck_assert_int_eq(agent_call("/v1/agent/heartbeat?token=x", body, ta, NULL, 0), 400);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(body, sizeof(body), "{\"pilot\": %lld, %s", ida, bad[i].rest);
+        ck_assert_msg(agent_call(bad[i].path, body, ta, field, sizeof(field)) == 400,
+                      "%s %s was not refused", bad[i].path, body);
+        ck_assert_msg(strcmp(field, bad[i].field) == 0, "%s %s: field '%s', want '%s'",
+                      bad[i].path, body, field, bad[i].field);
+    }
+    /* an ended pilot's token is gone */
+    json_decref(http_json(&d, "DELETE", "/v1/pilots/b", NULL, 200));
+    snprintf(body, sizeof(body), "{\"pilot\": %lld, \"agent_id\": 1}", idb);
+    ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, tb, NULL, 0), 410);
+    json_decref(http_json(&d, "DELETE", "/v1/pilots/a", NULL, 200));
+    free(ta);
+    free(tb);
+}
+END_TEST
+
 /* SLURM's own words come back when it refuses a job. */
 START_TEST(test_invalid_partition)
 {
@@ -806,6 +909,7 @@ static Suite *slurm_suite(bool with_cluster)
     tcase_add_test(tc, test_scancel_requeues);
     tcase_add_test(tc, test_walltime_not_leased);
     tcase_add_test(tc, test_agent_lost);
+    tcase_add_test(tc, test_agent_endpoints);
     tcase_add_test(tc, test_invalid_partition);
     tcase_add_test(tc, test_slurmctld_down);    /* last: it stops slurmctld */
     suite_add_tcase(s, tc);
