@@ -11,7 +11,9 @@
 
 void api_health(struct route_ctx *c, struct reply *r)
 {
-    json_t *out = json_pack("{s:s, s:s, s:f}", "status", "ok", "version",
+    /* "draining" after SIGTERM: alive, but taking no new work */
+    json_t *out = json_pack("{s:s, s:s, s:f}", "status",
+                            sched_draining(c->api->s) ? "draining" : "ok", "version",
                             PACKAGE_VERSION, "uptime",
                             time_mono() - c->api->start_time);
 

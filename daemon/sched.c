@@ -345,6 +345,8 @@ void sched_task_finish(struct sched *s, struct task *t, struct pilot *p,
         status = TASK_FAILED;
     }
     p->running--;
+    if (p->resource == RESOURCE_SLURM)
+        p->leased_cores -= t->spec.cores;
     t->agent_id = 0;
     free(t->deferred);
     t->deferred = NULL;
@@ -605,6 +607,22 @@ static json_t *counts_json(const int *counts)
     return o;
 }
 
+/* Cores not running a task: a local pool's own count; for a SLURM pilot
+ * its agents' slots less what is leased (a pilot's tasks count its
+ * RUNNING ones). */
+static int free_cores(const struct pilot *p)
+{
+    int slots = 0;
+
+    if (p->workers)
+        return p->free_slots;
+    if (p->resource != RESOURCE_SLURM || pilot_state_terminal(p->state))
+        return 0;
+    for (const struct agent *a = p->agents; a; a = a->next)
+        slots += a->slots;
+    return slots > p->leased_cores ? slots - p->leased_cores : 0;
+}
+
 json_t *sched_pilot_json(const struct pilot *p)
 {
     json_t *o = json_loads(p->description, 0, NULL);
@@ -639,7 +657,7 @@ json_t *sched_pilot_json(const struct pilot *p)
     json_object_set_new(o, "create_time", sched_time_json(p->create_time));
     json_object_set_new(o, "start_time", sched_time_json(p->start_time));
     json_object_set_new(o, "end_time", sched_time_json(p->end_time));
-    json_object_set_new(o, "free_cores", json_integer(p->workers ? p->free_slots : 0));
+    json_object_set_new(o, "free_cores", json_integer(free_cores(p)));
     json_object_set_new(o, "tasks", counts_json(p->counts));
     return o;
 }
@@ -775,8 +793,14 @@ void sched_pilot_end(struct sched *s, struct pilot *p, enum pilot_state state,
             sched_task_lost(s, t, p, msg);
         }
     }
-    if (p->resource == RESOURCE_SLURM && state == PILOT_CANCELED)
-        slurm_pilot_kill(s, p);
+    if (p->resource == RESOURCE_SLURM) {
+        if (state == PILOT_CANCELED && p->slurm_job_id) {
+            slurm_pilot_kill(s, p);
+            free(p->slurm_state);
+            p->slurm_state = sched_xstrdup("CANCELLED");   /* asked of SLURM */
+        }
+        slurm_pilot_forget_agents(p);
+    }
     sched_pilot_persist(s, p);
     sched_pilot_wake(s, p);
 }
@@ -1366,6 +1390,7 @@ static void load_task(void *arg, const struct db_task_row *r)
              * registers again and claims it by heartbeat, or it is taken
              * as lost after agent-timeout */
             p->running++;
+            p->leased_cores += t->spec.cores;
             t->lease_seen = time_mono();
             lc->kept++;
         }
@@ -1570,6 +1595,16 @@ void sched_destroy(struct sched *s)
     free(s->agent_path);
     free(s->agent_url);
     free(s);
+}
+
+bool sched_draining(struct sched *s)
+{
+    bool d;
+
+    pthread_mutex_lock(&s->lock);
+    d = s->draining;
+    pthread_mutex_unlock(&s->lock);
+    return d;
 }
 
 void sched_set_agent_url(struct sched *s, const char *url)

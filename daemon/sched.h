@@ -127,6 +127,9 @@ int sched_pilot_id(struct sched *s, const char *ref, int64_t *id,
  * optional fields with it.  A new reference, or NULL with err. */
 json_t *slurm_pilot_describe(struct sched *s, json_t *body, struct qt_error *err);
 
+/* Whether qtaud is shutting down (new work is refused). */
+bool sched_draining(struct sched *s);
+
 /* Where agents reach qtaud (known once the listener is bound). */
 void sched_set_agent_url(struct sched *s, const char *url);
 /* Makes every change queued so far durable (for readers of the store). */

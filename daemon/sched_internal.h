@@ -113,6 +113,7 @@ struct pilot {
     int node_cores;             /* largest task one node takes; 0 unknown */
     double walltime_end;        /* epoch seconds; 0 unknown */
     bool winding_down;          /* the job is ending: lease nothing more */
+    int leased_cores;           /* cores of its tasks leased to agents */
     int submit_status;          /* HTTP status of a failed submission */
     struct agent *agents;
 };
@@ -238,5 +239,7 @@ void slurm_pilot_submit(struct sched *s, struct pilot *p);
 /* Asks the SLURM thread to kill p's job (lock held). */
 void slurm_pilot_kill(struct sched *s, struct pilot *p);
 void slurm_pilot_free(struct pilot *p);
+/* Drops p's agents (it ended: their calls get 410 now). */
+void slurm_pilot_forget_agents(struct pilot *p);
 
 #endif

@@ -169,19 +169,25 @@ void slurm_pilot_kill(struct sched *s, struct pilot *p)
     pthread_cond_signal(&sp->cond);
 }
 
-void slurm_pilot_free(struct pilot *p)
+void slurm_pilot_forget_agents(struct pilot *p)
 {
     struct agent *a, *next;
 
-    free(p->slurm_state);
-    free(p->slurm_reason);
-    free(p->token);
-    free(p->workdir);
     for (a = p->agents; a; a = next) {
         next = a->next;
         free(a->hostname);
         free(a);
     }
+    p->agents = NULL;
+}
+
+void slurm_pilot_free(struct pilot *p)
+{
+    free(p->slurm_state);
+    free(p->slurm_reason);
+    free(p->token);
+    free(p->workdir);
+    slurm_pilot_forget_agents(p);
 }
 
 /* The batch script: #SBATCH lines the user asked for, then one agent per
@@ -848,6 +854,7 @@ int sched_agent_lease(struct sched *s, const char *token, json_t *body,
         sched_task_start(s, t, p, a->hostname);
         t->agent_id = a->id;
         t->lease_seen = time_mono();
+        p->leased_cores += t->spec.cores;
         slots -= t->spec.cores;
         json_array_append_new(tasks, lease_json(t));
     }
