@@ -728,7 +728,7 @@ START_TEST(test_agent_endpoints)
 {
     char *ta, *tb, body[300], field[64];
     json_t *p;
-    long long ida, idb;
+    long long ida, idb, aid;
     static const struct {
         const char *path, *rest, *field;   /* the body after pilot a's id */
     } bad[] = {
@@ -760,9 +760,12 @@ START_TEST(test_agent_endpoints)
     json_decref(p);
     ta = pilot_token("a");
     tb = pilot_token("b");
-    json_decref(pilot_wait("a", "RUNNING", 60));
+    p = pilot_wait("a", "RUNNING", 60);
+    /* agent ids are qtaud's, across pilots */
+    aid = jint(json_array_get(json_object_get(p, "agents"), 0), "id");
+    json_decref(p);
 
-    snprintf(body, sizeof(body), "{\"pilot\": %lld, \"agent_id\": 1}", ida);
+    snprintf(body, sizeof(body), "{\"pilot\": %lld, \"agent_id\": %lld}", ida, aid);
     ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, NULL, NULL, 0), 401);
     ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, "not-the-token", NULL, 0), 401);
     ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, tb, NULL, 0), 401);
