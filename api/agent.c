@@ -42,6 +42,7 @@ void api_agent_lease(struct route_ctx *c, struct reply *r)
 {
     struct request *req = c->req;
     json_t *out = NULL, *wait;
+    bool fresh = !req->waiting;
     int rc;
 
     if (req->stash || req->stash_err.status) {
@@ -61,7 +62,7 @@ void api_agent_lease(struct route_ctx *c, struct reply *r)
     MHD_suspend_connection(c->conn);
     r->suspended = true;
     rc = sched_agent_lease(c->api->s, bearer(c), c->body, &req->waiter,
-                           req->waiter.deadline, &out, &req->stash_err);
+                           req->waiter.deadline, fresh, &out, &req->stash_err);
     if (rc != 1) {
         req->stash = out;
         if (!out && !req->stash_err.status)

@@ -177,6 +177,27 @@ static void spawn_failed(struct exec_result *res, const char *what, int err)
     }
 }
 
+unsigned long long exec_proc_start(pid_t pid)
+{
+    char path[64], line[1024], *p;
+    unsigned long long start = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "re");
+    if (!f)
+        return 0;
+    if (fgets(line, sizeof(line), f) && (p = strrchr(line, ')'))) {
+        /* after the command name (which may hold spaces): state is field
+         * 3, starttime field 22 */
+        if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u"
+                          " %*d %*d %*d %*d %*d %*d %llu", &start) != 1)
+            start = 0;
+    }
+    fclose(f);
+    return start;
+}
+
 /* Starts the child.  Returns its pid, or -1 with res filled. */
 static pid_t exec_spawn(const struct exec_spec *spec, struct exec_result *res)
 {
@@ -359,6 +380,8 @@ int exec_run(const struct exec_spec *spec, struct exec_ctl *ctl,
     pid = exec_spawn(spec, res);
     if (pid < 0)
         return 0;
+    if (spec->on_spawn)
+        spec->on_spawn(spec->on_spawn_arg, pid);
     exec_wait(pid, spec, ctl, res, &info);
     res->end_time = time_now();
     if (info.si_code == CLD_EXITED) {

@@ -15,6 +15,7 @@
 #define QT_EXEC_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 /* What to run.  All pointers are borrowed for the duration of exec_run(). */
 struct exec_spec {
@@ -26,7 +27,16 @@ struct exec_spec {
     const char *stderr_path;
     double timeout;         /* seconds; <= 0 means none */
     double kill_grace;      /* seconds between SIGTERM and SIGKILL */
+    /* called once the child exists, before exec_run() waits for it: its
+     * pid leads its own process group and session (may be NULL) */
+    void (*on_spawn)(void *arg, pid_t pid);
+    void *on_spawn_arg;
 };
+
+/* The start time of process pid, in clock ticks since boot (proc(5)
+ * stat field 22), or 0 if there is no such process.  With the pid it
+ * names one process for good: a reused pid has another start time. */
+unsigned long long exec_proc_start(pid_t pid);
 
 enum exec_outcome {
     EXEC_EXITED,     /* exit_code is valid (0 means success) */

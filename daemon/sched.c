@@ -21,6 +21,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,8 @@ static void task_row(const struct task *t, struct db_task_row *r, bool insert)
     r->exit_code = t->exit_code;
     r->term_signal = t->term_signal;
     r->error_msg = t->error_msg;
+    r->run_pid = t->run_pid;
+    r->run_pid_start = (int64_t)t->run_pid_start;
 }
 
 void sched_task_persist(struct sched *s, const struct task *t)
@@ -450,7 +453,6 @@ void sched_task_start(struct sched *s, struct task *t, struct pilot *p,
     t->hostname = sched_xstrdup(hostname);
     p->running++;
     sched_task_transition(s, t, TASK_RUNNING, p->id);
-    sched_task_persist(s, t);
 }
 
 void sched_output_path(const struct sched *s, const struct task *t, int which,
@@ -490,6 +492,22 @@ static void keep_output(const char *live, const char *final, bool first_attempt)
     }
 }
 
+/* exec_run's on_spawn: the attempt's process is on disk (pid and start
+ * time) before it can outlive a crash of qtaud. */
+static void worker_spawned(void *arg, pid_t pid)
+{
+    struct worker *wk = arg;
+    struct sched *s = wk->s;
+
+    pthread_mutex_lock(&s->lock);
+    if (wk->task) {
+        wk->task->run_pid = pid;
+        wk->task->run_pid_start = exec_proc_start(pid);
+        sched_task_persist(s, wk->task);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *wk = arg;
@@ -524,7 +542,9 @@ static void *worker_main(void *arg)
             .cwd = t->spec.cwd, .stdout_path = wk->live_out,
             .stderr_path = wk->live_err,
             .timeout = t->spec.timeout, .kill_grace = s->cfg.kill_grace,
+            .on_spawn = worker_spawned, .on_spawn_arg = wk,
         };
+        wk->task = t;
         pthread_mutex_unlock(&s->lock);
 
         exec_run(&spec, wk->ctl, &res);
@@ -533,6 +553,9 @@ static void *worker_main(void *arg)
         keep_output(wk->live_err, err, first_attempt);
 
         pthread_mutex_lock(&s->lock);
+        wk->task = NULL;
+        t->run_pid = 0;
+        t->run_pid_start = 0;
         t->worker = NULL;
         t->ctl = NULL;
         p->free_slots += t->spec.cores;
@@ -1394,6 +1417,17 @@ static void load_task(void *arg, const struct db_task_row *r)
             t->lease_seen = time_mono();
             lc->kept++;
         }
+    }
+    if (t->state == TASK_RUNNING && t->lease_seen == 0 && r->run_pid > 0
+        && r->run_pid_start > 0
+        && exec_proc_start((pid_t)r->run_pid) == (unsigned long long)r->run_pid_start) {
+        /* qtaud died, its task did not (it has a session of its own): stop
+         * it before the attempt runs again.  pid and start time together
+         * name the process qtaud started, never a stranger that reused the
+         * pid; it leads its group, so the group goes with it. */
+        if (kill(-(pid_t)r->run_pid, SIGKILL) == 0)
+            log_warn("task %lld: stopped its interrupted attempt's process group %lld",
+                     (long long)t->id, (long long)r->run_pid);
     }
     if (t->state == TASK_RUNNING && t->lease_seen == 0) {
         /* qtaud stopped while this attempt ran: record it, requeue */

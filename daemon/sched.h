@@ -108,12 +108,13 @@ void sched_task_unwatch(struct sched *s, struct sched_waiter *w);
 /* Agents (agent/PROTOCOL.md).  token is the bearer token the request
  * carried; each call checks it against the pilot named in body.  Lease is
  * a long poll: it returns 0 with *out, or 1 with w registered until
- * deadline (monotonic), to be called again when w fires. */
+ * deadline (monotonic), to be called again when w fires (fresh false:
+ * that call is not the agent's). */
 json_t *sched_agent_register(struct sched *s, const char *token, json_t *body,
                              struct qt_error *err);
 int sched_agent_lease(struct sched *s, const char *token, json_t *body,
-                      struct sched_waiter *w, double deadline, json_t **out,
-                      struct qt_error *err);
+                      struct sched_waiter *w, double deadline, bool fresh,
+                      json_t **out, struct qt_error *err);
 json_t *sched_agent_report(struct sched *s, const char *token, json_t *body,
                            struct qt_error *err);
 json_t *sched_agent_heartbeat(struct sched *s, const char *token, json_t *body,

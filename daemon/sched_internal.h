@@ -58,6 +58,8 @@ struct task {
                                    until a poll tells whose doing it was */
     uint64_t deferred_poll;     /* polls started when it was reported */
     const struct worker *worker;/* the local worker running it */
+    pid_t run_pid;              /* its local attempt's process, 0 none */
+    unsigned long long run_pid_start; /* and that process's start time */
     char *hostname;             /* host of the current or last attempt */
 };
 
@@ -83,6 +85,7 @@ struct worker {
     /* where its running task's output goes, renamed to the task's own
      * files afterwards when not empty (see keep_output()) */
     char live_out[PATH_MAX], live_err[PATH_MAX];
+    struct task *task;          /* the one it runs, under the lock */
 };
 
 struct pilot {
@@ -172,7 +175,8 @@ void sched_metrics_record(struct sched *s, const struct task *t,
 void sched_task_transition(struct sched *s, struct task *t,
                            enum task_state state, int64_t run_pilot_id);
 /* Starts an attempt of t, taken from its queue, on p: RUNNING, attempt
- * counted, slots taken, row queued. */
+ * counted.  The caller queues the row (a local worker once the process
+ * exists, with its pid). */
 void sched_task_start(struct sched *s, struct task *t, struct pilot *p,
                       const char *hostname);
 /* Records the outcome of the attempt t ran on p and moves it on: done,

@@ -687,7 +687,7 @@ static struct agent *agent_find(struct pilot *p, json_int_t id)
  * in *pp.  Fills err as agent_pilot() does, or with 404 for an agent id
  * qtaud does not know (it restarted: the agent registers again). */
 static struct agent *agent_seen(struct sched *s, const char *token, json_int_t pilot_id,
-                                json_int_t agent_id, struct pilot **pp,
+                                json_int_t agent_id, bool fresh, struct pilot **pp,
                                 struct qt_error *err)
 {
     struct pilot *p = agent_pilot(s, token, pilot_id, err);
@@ -698,7 +698,7 @@ static struct agent *agent_seen(struct sched *s, const char *token, json_int_t p
         qt_error_set(err, 404, "not_found", "agent_id",
                      "no agent %lld on pilot %lld: register again",
                      (long long)agent_id, (long long)p->id);
-    if (a)
+    if (a && fresh)
         a->last_seen = time_mono();
     return a;
 }
@@ -814,8 +814,8 @@ static json_t *cancel_list(struct sched *s, const struct pilot *p, int64_t agent
 }
 
 int sched_agent_lease(struct sched *s, const char *token, json_t *body,
-                      struct sched_waiter *w, double deadline, json_t **out,
-                      struct qt_error *err)
+                      struct sched_waiter *w, double deadline, bool fresh,
+                      json_t **out, struct qt_error *err)
 {
     json_int_t pilot_id = 0, agent_id = 0, slots = 0;
     double wait = 0, deadline_secs = NAN, left;
@@ -840,7 +840,8 @@ int sched_agent_lease(struct sched *s, const char *token, json_t *body,
         return qt_error_arg(err, "deadline_secs",
                             "deadline_secs must be a number of seconds >= 0");
     pthread_mutex_lock(&s->lock);
-    a = agent_seen(s, token, pilot_id, agent_id, &p, err);
+    /* a wake-up of a waiting lease is qtaud's doing, not a sign of life */
+    a = agent_seen(s, token, pilot_id, agent_id, fresh, &p, err);
     if (!a)
         goto done;
     /* the time a task must fit in: the pilot's walltime, less the margin */
@@ -852,6 +853,7 @@ int sched_agent_lease(struct sched *s, const char *token, json_t *body,
     tasks = json_array();
     while (!stop && (t = sched_pick(s, p, (int)slots, left > 0 ? left : 0))) {
         sched_task_start(s, t, p, a->hostname);
+        sched_task_persist(s, t);
         t->agent_id = a->id;
         t->lease_seen = time_mono();
         p->leased_cores += t->spec.cores;
@@ -1031,7 +1033,7 @@ json_t *sched_agent_heartbeat(struct sched *s, const char *token, json_t *body,
         }
     }
     pthread_mutex_lock(&s->lock);
-    a = agent_seen(s, token, pilot_id, agent_id, &p, err);
+    a = agent_seen(s, token, pilot_id, agent_id, true, &p, err);
     if (!a)
         goto done;
     /* the tasks it holds are alive; after a restart this is how an agent

@@ -49,36 +49,33 @@ static int db_user_version(sqlite3 *db, int *version)
  * transaction per step. */
 static int db_migrate(sqlite3 *db, struct qt_error *err)
 {
+    /* step k brings the schema from version k to k + 1 */
+    static const char *const steps[] = {
+        DB_SQL_SCHEMA_V1, DB_SQL_MIGRATE_TO_2, DB_SQL_MIGRATE_TO_3,
+    };
     int version;
 
+    _Static_assert(sizeof(steps) / sizeof(steps[0]) == DB_SCHEMA_VERSION,
+                   "one migration step per schema version");
     if (db_user_version(db, &version) < 0)
         return db_fail(db, err, "reading schema version");
     if (version > DB_SCHEMA_VERSION)
         return qt_error_set(err, 503, "store_unavailable", NULL,
                             "database schema version %d is newer than this "
                             "qtaud understands (%d)", version, DB_SCHEMA_VERSION);
-    if (version < 1) {
+    for (; version < DB_SCHEMA_VERSION; version++) {
+        char bump[48];
+
+        snprintf(bump, sizeof(bump), "PRAGMA user_version = %d;", version + 1);
         if (db_exec(db, "BEGIN IMMEDIATE", err) < 0)
             return -1;
-        if (db_exec(db, DB_SQL_SCHEMA_V1 "PRAGMA user_version = 1;", err) < 0) {
+        if (db_exec(db, steps[version], err) < 0 || db_exec(db, bump, err) < 0) {
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
             return -1;
         }
         if (db_exec(db, "COMMIT", err) < 0)
             return -1;
-        log_info("created database schema version 1");
-        version = 1;
-    }
-    if (version < 2) {
-        if (db_exec(db, "BEGIN IMMEDIATE", err) < 0)
-            return -1;
-        if (db_exec(db, DB_SQL_MIGRATE_TO_2 "PRAGMA user_version = 2;", err) < 0) {
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-            return -1;
-        }
-        if (db_exec(db, "COMMIT", err) < 0)
-            return -1;
-        log_info("migrated database schema to version 2");
+        log_info("database schema now at version %d", version + 1);
     }
     return 0;
 }
@@ -205,6 +202,8 @@ int db_load_tasks(sqlite3 *db, void (*fn)(void *arg, const struct db_task_row *)
             .error_msg = col_text(st, 13),
             .hostname = col_text(st, 14),
             .requeues = sqlite3_column_int(st, 15),
+            .run_pid = sqlite3_column_int64(st, 16),
+            .run_pid_start = sqlite3_column_int64(st, 17),
         };
         fn(arg, &r);
     }

@@ -24,7 +24,7 @@
 #include "common/buf.h"
 #include "common/error.h"
 
-#define DB_SCHEMA_VERSION 2
+#define DB_SCHEMA_VERSION 3
 
 struct db_task_row {
     int64_t id;
@@ -42,6 +42,8 @@ struct db_task_row {
     int term_signal;             /* 0 none */
     const char *error_msg;       /* NULL none */
     const char *hostname;
+    int64_t run_pid;             /* local attempt's process, 0 none */
+    int64_t run_pid_start;       /* its start time (exec_proc_start) */
 };
 
 struct db_metrics_row {

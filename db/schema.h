@@ -56,15 +56,22 @@
 
 /* Insert a new task or update its changing columns; one statement for both
  * so the writer need not know which it is. */
+/* Version 3: the process a local attempt runs as (pid and its start time),
+ * so that after a crash qtaud can stop it - and only it. */
+#define DB_SQL_MIGRATE_TO_3 \
+    "ALTER TABLE tasks ADD COLUMN run_pid INTEGER;" \
+    "ALTER TABLE tasks ADD COLUMN run_pid_start INTEGER;"
+
 #define DB_SQL_TASK_UPSERT \
     "INSERT INTO tasks (id, name, description, pilot_id, pilot_scheduled," \
     " state, attempts, run_pilot_id, submit_time, start_time, end_time," \
-    " exit_code, signal, error_msg, hostname, requeues)" \
+    " exit_code, signal, error_msg, hostname, requeues, run_pid, run_pid_start)" \
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15," \
-    " ?16)" \
+    " ?16, ?17, ?18)" \
     " ON CONFLICT (id) DO UPDATE SET state = ?6, attempts = ?7," \
     " run_pilot_id = ?8, start_time = ?10, end_time = ?11, exit_code = ?12," \
-    " signal = ?13, error_msg = ?14, hostname = ?15, requeues = ?16"
+    " signal = ?13, error_msg = ?14, hostname = ?15, requeues = ?16," \
+    " run_pid = ?17, run_pid_start = ?18"
 
 /* An attempt's row is written once; a repeated report is ignored. */
 #define DB_SQL_METRICS_INSERT \
@@ -98,7 +105,8 @@
 #define DB_SQL_TASK_LOAD \
     "SELECT id, name, description, pilot_id, pilot_scheduled, state," \
     " attempts, run_pilot_id, submit_time, start_time, end_time, exit_code," \
-    " signal, error_msg, hostname, requeues FROM tasks ORDER BY id"
+    " signal, error_msg, hostname, requeues, run_pid, run_pid_start" \
+    " FROM tasks ORDER BY id"
 
 #define DB_SQL_METRICS_SELECT \
     "SELECT completion_time, error_msg, start_time, pilot_scheduled, status," \

@@ -183,6 +183,8 @@ static int apply_task(struct db_writer *w, const struct db_task_row *r)
     bind_text(st, 14, r->error_msg);
     bind_text(st, 15, r->hostname);
     sqlite3_bind_int(st, 16, r->requeues);
+    bind_id(st, 17, r->run_pid);
+    bind_id(st, 18, r->run_pid_start);
     return step_reset(st);
 }
 

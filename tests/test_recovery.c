@@ -1,0 +1,289 @@
+/*
+ * test_recovery.c - nothing acknowledged is lost when qtaud is killed.
+ *
+ * A bounded kill loop: bursts of tasks (quick successes, failures that
+ * retry, tasks still running), kill -9 at a random moment of each burst -
+ * while submissions are answered, while the writer commits, while tasks
+ * run - and a restart on the same state dir each time.  At the end every
+ * task that got a 201 has exactly one terminal state, the metrics table
+ * holds one row per attempt (attempts and rows agree, no duplicates),
+ * a SUCCESS is never followed by another attempt, and SQLite's
+ * integrity check is ok.  QTAUD_KILL_ROUNDS sets the number of rounds
+ * (default 4; scripts/soak runs many more).
+ */
+#include "config.h"
+
+#include <check.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "common/csv.h"
+#include "tests/client.h"
+
+#define MAX_IDS 100000
+
+static struct daemon d;
+static bool acked[MAX_IDS];     /* task ids answered 201 */
+static long long max_id;
+
+static void teardown(void)
+{
+    int status;
+
+    ck_assert_msg(daemon_teardown(&d, &status), "qtaud did not exit cleanly (status %d)",
+                  status);
+}
+
+/* Submits one burst as an array; records the ids if it was answered 201
+ * (a request cut off by the kill is simply not acknowledged). */
+static void burst(int n, unsigned round)
+{
+    json_t *arr = json_array(), *ids;
+    struct http_resp r;
+    char *text;
+    size_t i;
+    json_t *v;
+
+    for (int k = 0; k < n; k++) {
+        switch (k % 4) {
+        case 0:
+            json_array_append_new(arr, json_pack("{s:[s]}", "command", "true"));
+            break;
+        case 1:   /* fails once, then succeeds: a retry across kills */
+            json_array_append_new(arr, json_pack("{s:s, s:i}", "shell",
+                                                 "[ $(( $$ % 2 )) -eq 0 ] || exit 7",
+                                                 "max_retries", 5));
+            break;
+        case 2:
+            json_array_append_new(arr, json_pack("{s:s}", "shell", "sleep 0.05"));
+            break;
+        default:
+            json_array_append_new(arr, json_pack("{s:s}", "shell", "exit 3"));
+            break;
+        }
+    }
+    text = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    (void)round;
+    if (http(&d, "POST", "/v1/tasks", text, NULL, &r) == 0 && r.status == 201) {
+        ids = json_object_get(r.json, "ids");
+        json_array_foreach(ids, i, v) {
+            long long id = json_integer_value(v);
+
+            ck_assert_int_lt(id, MAX_IDS);
+            acked[id] = true;
+            if (id > max_id)
+                max_id = id;
+        }
+    }
+    http_resp_free(&r);
+    free(text);
+}
+
+/* Kills qtaud with SIGKILL after a random delay, with a burst in flight. */
+static void *killer(void *arg)
+{
+    useconds_t delay = *(useconds_t *)arg;
+
+    usleep(delay);
+    kill(d.pid, SIGKILL);
+    return NULL;
+}
+
+START_TEST(test_kill_loop)
+{
+    const char *env = getenv("QTAUD_KILL_ROUNDS");
+    int rounds = env ? atoi(env) : 4;
+    unsigned seed = (unsigned)time(NULL);
+    struct http_resp r;
+    size_t pos = 0;
+    char **fields, path[300];
+    size_t nfields;
+    int *rows;
+    bool *succeeded;
+    sqlite3 *db;
+    sqlite3_stmt *st;
+
+    fprintf(stderr, "test_kill_loop: %d rounds, seed %u\n", rounds, seed);
+    srand(seed);
+    ck_assert_int_eq(daemon_start(&d, (const char *const[]){ "--local-cores", "2", NULL }),
+                     0);
+    for (int round = 0; round < rounds; round++) {
+        pthread_t th;
+        useconds_t delay = (useconds_t)(rand() % 400000);
+        int status;
+
+        pthread_create(&th, NULL, killer, &delay);
+        for (int b = 0; b < 4; b++)
+            burst(200, (unsigned)round);
+        pthread_join(th, NULL);
+        while (waitpid(d.pid, &status, 0) < 0)
+            ;
+        d.pid = 0;
+        ck_assert_int_eq(daemon_start(&d, (const char *const[]){ "--local-cores", "2",
+                                                                 NULL }), 0);
+    }
+    /* everything acknowledged ends, exactly once */
+    for (long long id = 1; id <= max_id; id++) {
+        json_t *t;
+        char p[64];
+
+        if (!acked[id])
+            continue;
+        t = wait_task(&d, id, 120);
+        ck_assert_msg(t != NULL, "task %lld lost", id);
+        ck_assert_msg(strcmp(jstr(t, "state"), "SUCCESS") == 0
+                          || strcmp(jstr(t, "state"), "FAILED") == 0,
+                      "task %lld ended %s", id, jstr(t, "state"));
+        json_decref(t);
+        (void)p;
+    }
+    /* one metrics row per attempt */
+    rows = calloc((size_t)max_id + 1, sizeof(*rows));
+    succeeded = calloc((size_t)max_id + 1, sizeof(*succeeded));
+    ck_assert_int_eq(http(&d, "GET", "/v1/metrics.csv", NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(csv_read_record(r.body, r.len, &pos, &fields, &nfields), 1);
+    csv_free_record(fields, nfields);
+    while (csv_read_record(r.body, r.len, &pos, &fields, &nfields) == 1) {
+        long long id = atoll(fields[8]);
+        int attempt = atoi(fields[11]);
+
+        ck_assert_int_eq(nfields, 16);
+        ck_assert_msg(id >= 1 && id <= max_id && acked[id], "row for unacknowledged %lld",
+                      id);
+        /* rows come in attempt order, one each: attempt k is the k-th */
+        ck_assert_msg(attempt == rows[id] + 1, "task %lld: attempt %d after %d rows", id,
+                      attempt, rows[id]);
+        /* a task recorded SUCCESS never runs again */
+        ck_assert_msg(!succeeded[id], "task %lld ran again after its SUCCESS", id);
+        succeeded[id] = strcmp(fields[6], "SUCCESS") == 0;
+        rows[id]++;
+        csv_free_record(fields, nfields);
+    }
+    http_resp_free(&r);
+    for (long long id = 1; id <= max_id; id++) {
+        json_t *t;
+        char p[64];
+
+        if (!acked[id])
+            continue;
+        snprintf(p, sizeof(p), "/v1/tasks/%lld", id);
+        t = http_json(&d, "GET", p, NULL, 200);
+        ck_assert_msg(jint(t, "attempts") == rows[id], "task %lld: %lld attempts, %d rows",
+                      id, jint(t, "attempts"), rows[id]);
+        json_decref(t);
+    }
+    free(rows);
+    free(succeeded);
+    snprintf(path, sizeof(path), "%s/qtaud.db", d.dir);
+    ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL),
+                     SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    fprintf(stderr, "test_kill_loop: %lld tasks submitted, all ended once\n", max_id);
+}
+END_TEST
+
+/* Whether pid is gone: no such process, or a zombie (this machine's init
+ * may be slow to reap what qtaud's death left to it). */
+static bool process_gone(pid_t pid)
+{
+    char path[64], line[512], *p;
+    FILE *f;
+    bool gone = true;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return true;
+    if (fgets(line, sizeof(line), f) && (p = strrchr(line, ')')))
+        gone = p[2] == 'Z';
+    fclose(f);
+    return gone;
+}
+
+/* A task runs in its own session, so it outlives a kill -9 of qtaud; the
+ * restart stops that very process (pid and start time recorded with the
+ * attempt) before the attempt runs again, so it never runs twice at once. */
+START_TEST(test_orphan_stopped)
+{
+    char marker[64], body[400];
+    json_t *t;
+    long long id;
+    pid_t old = 0;
+    FILE *f;
+    int status;
+
+    ck_assert_int_eq(daemon_start(&d, NULL), 0);
+    snprintf(marker, sizeof(marker), "/tmp/qtaud-orphan.%d", (int)getpid());
+    unlink(marker);
+    snprintf(body, sizeof(body),
+             "{\"shell\": \"[ -e %s ] && exit 0; echo $$ > %s; exec sleep 300\"}",
+             marker, marker);
+    t = http_json(&d, "POST", "/v1/tasks", body, 201);
+    id = jint(t, "id");
+    json_decref(t);
+    for (int i = 0; i < 250 && old == 0; i++) {
+        f = fopen(marker, "r");
+        if (f) {
+            int v = 0;
+
+            if (fscanf(f, "%d", &v) == 1)
+                old = (pid_t)v;
+            fclose(f);
+        }
+        if (old == 0)
+            usleep(20000);
+    }
+    ck_assert_int_gt(old, 1);
+    usleep(200000);   /* the pid is on disk once the writer committed */
+    kill(d.pid, SIGKILL);
+    while (waitpid(d.pid, &status, 0) < 0)
+        ;
+    d.pid = 0;
+    ck_assert_msg(!process_gone(old), "the task did not outlive qtaud (test premise)");
+    ck_assert_int_eq(daemon_start(&d, NULL), 0);
+    for (int i = 0; i < 250 && !process_gone(old); i++)
+        usleep(20000);
+    ck_assert_msg(process_gone(old), "pid %d of the interrupted attempt still runs", (int)old);
+    /* and the attempt runs again - here it finds the marker and is done */
+    t = wait_task(&d, id, 30);
+    ck_assert_str_eq(jstr(t, "state"), "SUCCESS");
+    ck_assert_int_eq(jint(t, "attempts"), 2);
+    json_decref(t);
+    unlink(marker);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("recovery");
+    TCase *tc = tcase_create("kill");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_orphan_stopped);
+    tcase_add_test(tc, test_kill_loop);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
