@@ -70,6 +70,8 @@ static const struct option_def options[] = {
       "seconds between agent heartbeats (default 5)" },
     { "agent-timeout", OPT_DOUBLE, OFF(agent_timeout), 0, 1, 86400,
       "seconds without a heartbeat before an agent's tasks are requeued (default 60)" },
+    { "durability", OPT_STRING, OFF(durability), SZ(durability), 0, 0,
+      "normal (default: survives crashes) or full (also power loss: SQLite syncs every commit)" },
     { "help", OPT_BOOL, OFF(help), 0, 0, 0, "show this help" },
     { "version", OPT_BOOL, OFF(version), 0, 0, 0, "show the version" },
 };
@@ -101,6 +103,7 @@ static void config_defaults(struct qtaud_config *cfg)
     cfg->slurm_poll = 2;
     cfg->heartbeat = 5;
     cfg->agent_timeout = 60;
+    snprintf(cfg->durability, sizeof(cfg->durability), "normal");
 }
 
 static int parse_listen(struct qtaud_config *cfg, const char *v, const char *src,
@@ -306,6 +309,9 @@ static int config_check(const struct qtaud_config *cfg, struct qt_error *err)
 {
     if (cfg->help || cfg->version)
         return 0;
+    if (strcmp(cfg->durability, "normal") != 0 && strcmp(cfg->durability, "full") != 0)
+        return qt_error_arg(err, "durability", "durability must be normal or full, got "
+                            "'%.16s'", cfg->durability);
     /* a heartbeat or two may be late without an agent being taken for lost */
     if (cfg->agent_timeout < 3 * cfg->heartbeat)
         return qt_error_arg(err, "agent-timeout",

@@ -36,6 +36,7 @@ struct qtaud_config {
     double slurm_poll;        /* seconds */
     double heartbeat;         /* agent heartbeat interval, seconds */
     double agent_timeout;     /* seconds without heartbeat: agent lost */
+    char durability[16];      /* "normal" or "full" (db_set_durability) */
     bool help;
     bool version;
 };

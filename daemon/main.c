@@ -137,6 +137,10 @@ int main(int argc, char **argv)
     db = db_open(db_path, &err);
     if (!db)
         goto out;
+    if (db_set_durability(db, cfg.durability, &err) < 0) {
+        db_close(db);
+        goto out;
+    }
     writer = db_writer_start(db);
     if (!writer) {
         db_close(db);

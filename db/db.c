@@ -80,6 +80,16 @@ static int db_migrate(sqlite3 *db, struct qt_error *err)
     return 0;
 }
 
+int db_set_durability(sqlite3 *db, const char *mode, struct qt_error *err)
+{
+    if (strcmp(mode, "normal") == 0)
+        return db_exec(db, "PRAGMA synchronous = NORMAL", err);
+    if (strcmp(mode, "full") == 0)
+        return db_exec(db, "PRAGMA synchronous = FULL", err);
+    return qt_error_arg(err, "durability", "durability must be normal or full, got '%.32s'",
+                        mode);
+}
+
 sqlite3 *db_open(const char *path, struct qt_error *err)
 {
     sqlite3 *db = NULL;

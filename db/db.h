@@ -81,6 +81,11 @@ struct db_pilot_row {
  * migrates the schema to DB_SCHEMA_VERSION.  Returns a handle or NULL with
  * err filled. */
 sqlite3 *db_open(const char *path, struct qt_error *err);
+/* How far a commit is on disk before it counts: "normal" (WAL, synced at
+ * checkpoints: survives a crash of qtaud or of the kernel's processes, may
+ * lose the last commits on power loss) or "full" (synced at every commit:
+ * survives power loss, slower).  Returns 0 or -1 with err. */
+int db_set_durability(sqlite3 *db, const char *mode, struct qt_error *err);
 /* Opens a second, read-only connection for readers. */
 sqlite3 *db_open_reader(const char *path, struct qt_error *err);
 void db_close(sqlite3 *db);

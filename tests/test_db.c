@@ -438,6 +438,23 @@ START_TEST(test_newer_schema_refused)
 }
 END_TEST
 
+/* durability picks SQLite's synchronous level: NORMAL (1) or FULL (2). */
+START_TEST(test_durability)
+{
+    struct qt_error err = { 0 };
+    sqlite3 *db = open_ok(dbpath);
+
+    ck_assert_int_eq(raw_int(db, "PRAGMA synchronous"), 1);
+    ck_assert_int_eq(db_set_durability(db, "full", &err), 0);
+    ck_assert_int_eq(raw_int(db, "PRAGMA synchronous"), 2);
+    ck_assert_int_eq(db_set_durability(db, "normal", &err), 0);
+    ck_assert_int_eq(raw_int(db, "PRAGMA synchronous"), 1);
+    ck_assert_int_eq(db_set_durability(db, "always", &err), -1);
+    ck_assert_str_eq(err.field, "durability");
+    db_close(db);
+}
+END_TEST
+
 /* A version 1 database (the first release's) is migrated in place: its
  * rows stay, pilots gain the SLURM columns, empty. */
 START_TEST(test_migrate_from_v1)
@@ -1138,6 +1155,7 @@ static Suite *db_suite(void)
     tcase_add_test(tc, test_open_creates_schema);
     tcase_add_test(tc, test_reopen_keeps_rows);
     tcase_add_test(tc, test_migrate_from_v1);
+    tcase_add_test(tc, test_durability);
     tcase_add_test(tc, test_pilot_slurm_fields_and_rename);
     tcase_add_test(tc, test_constraint_change_dropped);
     tcase_add_test(tc, test_newer_schema_refused);

@@ -709,6 +709,51 @@ START_TEST(test_agent_lost)
 }
 END_TEST
 
+/* qtaud killed and restarted while its SLURM pilot runs on: the pilot is
+ * followed again by job id, its agent registers again, and the task it
+ * ran meanwhile is reported once - one attempt, one metrics row. */
+START_TEST(test_daemon_restart_keeps_pilot)
+{
+    char listen[64];
+    json_t *t;
+    long long during, after;
+    struct rows m;
+    int rows = 0, status;
+
+    cluster_start((const char *const[]){ "--no-local-pilot", NULL });
+    json_decref(http_json(&d, "POST", "/v1/pilots",
+                          "{\"name\": \"s6\", \"resource\": \"slurm\", \"cores_per_node\": 2}",
+                          201));
+    json_decref(pilot_wait("s6", "RUNNING", 60));
+    during = submit_one("{\"command\": [\"sleep\", \"4\"], \"pilot\": \"s6\"}");
+    json_decref(task_wait_state(during, "RUNNING", 30));
+    usleep(300000);   /* the lease is on disk */
+    kill(d.pid, SIGKILL);
+    while (waitpid(d.pid, &status, 0) < 0)
+        ;
+    d.pid = 0;
+    /* the agents know qtaud by its address: the same port again */
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", d.port);
+    cluster_start((const char *const[]){ "--no-local-pilot", "--listen", listen, NULL });
+    t = http_json(&d, "GET", "/v1/pilots/s6", NULL, 200);
+    ck_assert_str_eq(jstr(t, "state"), "RUNNING");
+    json_decref(t);
+    t = wait_task(&d, during, 60);
+    ck_assert_str_eq(jstr(t, "state"), "SUCCESS");
+    ck_assert_int_eq(jint(t, "attempts"), 1);
+    json_decref(t);
+    after = submit_one("{\"command\": [\"true\"], \"pilot\": \"s6\"}");
+    t = wait_task(&d, after, 60);
+    ck_assert_str_eq(jstr(t, "state"), "SUCCESS");
+    json_decref(t);
+    metrics_rows(&m);
+    for (size_t i = 1; i < m.n; i++)
+        rows += atoll(m.r[i][M_TASK]) == during;
+    ck_assert_int_eq(rows, 1);
+    rows_free(&m);
+}
+END_TEST
+
 /* The token of pilot name, as the store keeps it (the test's way in: the
  * agents get it from their job's environment). */
 static char *pilot_token(const char *name)
@@ -938,6 +983,7 @@ static Suite *slurm_suite(bool with_cluster)
     tcase_add_test(tc, test_walltime_not_leased);
     tcase_add_test(tc, test_agent_lost);
     tcase_add_test(tc, test_agent_endpoints);
+    tcase_add_test(tc, test_daemon_restart_keeps_pilot);
     tcase_add_test(tc, test_invalid_partition);
     tcase_add_test(tc, test_slurmctld_down);    /* last: it stops slurmctld */
     suite_add_tcase(s, tc);

@@ -1583,6 +1583,7 @@ static const struct {
     { 'e', "QTAUD_HEARTBEAT_INTERVAL", "0", "heartbeat-interval",
       "environment QTAUD_HEARTBEAT_INTERVAL" },
     { 'a', "--bogus", NULL, "bogus", "unknown option '--bogus'" },
+    { 'a', "--durability=fast", NULL, "durability", "normal or full" },
     /* fine alone, not with the default 5 s heartbeat */
     { 'a', "--agent-timeout=10", NULL, "agent-timeout", "at least 3 x heartbeat-interval" },
     { 'a', "--local_cores=3", NULL, "local_cores", "unknown option" },
