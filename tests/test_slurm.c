@@ -710,8 +710,9 @@ START_TEST(test_agent_lost)
 END_TEST
 
 /* qtaud killed and restarted while its SLURM pilot runs on: the pilot is
- * followed again by job id, its agent registers again, and the task it
- * ran meanwhile is reported once - one attempt, one metrics row. */
+ * followed again by job id, its agent registers again, and the task that
+ * finished while qtaud was down is reported once - one attempt, one
+ * metrics row. */
 START_TEST(test_daemon_restart_keeps_pilot)
 {
     char listen[64];
@@ -725,13 +726,15 @@ START_TEST(test_daemon_restart_keeps_pilot)
                           "{\"name\": \"s6\", \"resource\": \"slurm\", \"cores_per_node\": 2}",
                           201));
     json_decref(pilot_wait("s6", "RUNNING", 60));
-    during = submit_one("{\"command\": [\"sleep\", \"4\"], \"pilot\": \"s6\"}");
+    during = submit_one("{\"command\": [\"sleep\", \"1\"], \"pilot\": \"s6\"}");
     json_decref(task_wait_state(during, "RUNNING", 30));
     usleep(300000);   /* the lease is on disk */
     kill(d.pid, SIGKILL);
     while (waitpid(d.pid, &status, 0) < 0)
         ;
     d.pid = 0;
+    /* the task ends while qtaud is down: its agent holds the result */
+    sleep(3);
     /* the agents know qtaud by its address: the same port again */
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", d.port);
     cluster_start((const char *const[]){ "--no-local-pilot", "--listen", listen, NULL });
