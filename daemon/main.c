@@ -83,6 +83,34 @@ static void set_agent_url(struct sched *s, const struct qtaud_config *cfg,
     sched_set_agent_url(s, url);
 }
 
+/* SIGHUP: reads the configuration again (file, environment, flags, as at
+ * start-up) and applies what a running daemon can change - log level,
+ * kill-grace, max-requeues, agent-timeout.  Listener, state dir and pools
+ * need a restart.  A bad configuration changes nothing and says why.
+ * Logs go to stderr (journald under systemd): there is no file to reopen. */
+static void reload(struct sched *s, struct qtaud_config *cfg, int argc, char **argv)
+{
+    struct qtaud_config next;
+    struct qt_error err = { 0 };
+
+    if (config_load(&next, argc, argv, &err) < 0) {
+        log_err("SIGHUP: configuration not reloaded: %s", err.message);
+        return;
+    }
+    log_level_parse(next.log_level, &log_threshold);
+    sched_reconfigure(s, next.kill_grace, next.max_requeues, next.agent_timeout);
+    if (strcmp(next.listen_host, cfg->listen_host) || next.listen_port != cfg->listen_port
+        || strcmp(next.state_dir, cfg->state_dir) || next.local_cores != cfg->local_cores)
+        log_warn("SIGHUP: listen, state-dir and local-cores take effect at the next start");
+    log_info("SIGHUP: configuration reloaded (log-level %s, kill-grace %g s, "
+             "max-requeues %d, agent-timeout %g s)", next.log_level, next.kill_grace,
+             next.max_requeues, next.agent_timeout);
+    cfg->kill_grace = next.kill_grace;
+    cfg->max_requeues = next.max_requeues;
+    cfg->agent_timeout = next.agent_timeout;
+    snprintf(cfg->log_level, sizeof(cfg->log_level), "%s", next.log_level);
+}
+
 int main(int argc, char **argv)
 {
     struct qtaud_config cfg;
@@ -192,8 +220,7 @@ int main(int argc, char **argv)
         if (sig < 0)
             continue;
         if (sig == SIGHUP) {
-            /* logs go to stderr (journald): nothing to reopen yet */
-            log_info("SIGHUP: nothing to reload in this version");
+            reload(s, &cfg, argc, argv);
             continue;
         }
         log_info("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -1631,6 +1631,16 @@ void sched_destroy(struct sched *s)
     free(s);
 }
 
+void sched_reconfigure(struct sched *s, double kill_grace, int max_requeues,
+                       double agent_timeout)
+{
+    pthread_mutex_lock(&s->lock);
+    s->cfg.kill_grace = kill_grace;
+    s->cfg.max_requeues = max_requeues;
+    s->cfg.agent_timeout = agent_timeout;
+    pthread_mutex_unlock(&s->lock);
+}
+
 bool sched_draining(struct sched *s)
 {
     bool d;

@@ -128,6 +128,10 @@ int sched_pilot_id(struct sched *s, const char *ref, int64_t *id,
  * optional fields with it.  A new reference, or NULL with err. */
 json_t *slurm_pilot_describe(struct sched *s, json_t *body, struct qt_error *err);
 
+/* Applies settings a running scheduler can change (SIGHUP). */
+void sched_reconfigure(struct sched *s, double kill_grace, int max_requeues,
+                       double agent_timeout);
+
 /* Whether qtaud is shutting down (new work is refused). */
 bool sched_draining(struct sched *s);
 

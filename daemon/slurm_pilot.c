@@ -520,9 +520,10 @@ out:
  * own thread, so a task that merely runs long is always named. */
 static void check_agents(struct sched *s)
 {
-    double now = time_mono(), limit = s->cfg.agent_timeout;
+    double now = time_mono(), limit;
 
     pthread_mutex_lock(&s->lock);
+    limit = s->cfg.agent_timeout;   /* SIGHUP may change it */
     for (size_t i = 0; i < s->npilots; i++) {
         struct pilot *p = s->pilots[i];
         struct agent **ap = &p->agents;

@@ -759,6 +759,83 @@ START_TEST(test_requeue_limit)
 }
 END_TEST
 
+/* Cancels pilot name while task id runs on it; returns the task's state
+ * once its worker has recorded the stop. */
+static json_t *cancel_pilot_under(const char *name, long long id)
+{
+    char path[64];
+    json_t *t = NULL;
+
+    for (int i = 0; i < 250; i++) {
+        snprintf(path, sizeof(path), "/v1/tasks/%lld", id);
+        t = http_json(&d, "GET", path, NULL, 200);
+        if (strcmp(jstr(t, "state"), "RUNNING") == 0)
+            break;
+        json_decref(t);
+        t = NULL;
+        usleep(20000);
+    }
+    ck_assert_ptr_nonnull(t);
+    json_decref(t);
+    snprintf(path, sizeof(path), "/v1/pilots/%s", name);
+    json_decref(http_json(&d, "DELETE", path, NULL, 200));
+    for (int i = 0; i < 250; i++) {
+        snprintf(path, sizeof(path), "/v1/tasks/%lld", id);
+        t = http_json(&d, "GET", path, NULL, 200);
+        if (strcmp(jstr(t, "state"), "RUNNING") != 0)
+            return t;
+        json_decref(t);
+        usleep(20000);
+    }
+    ck_abort_msg("task %lld still RUNNING", id);
+    return NULL;
+}
+
+/* SIGHUP reads the config file again: a changed max-requeues applies to
+ * the next lost pilot; a broken file changes nothing and qtaud runs on. */
+START_TEST(test_sighup_reload)
+{
+    char conf[300];
+    json_t *t;
+    long long a, b;
+    FILE *f;
+
+    snprintf(conf, sizeof(conf), "/tmp/qtaud-test-hup.%d.conf", (int)getpid());
+    f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("max-requeues = 0\n", f);
+    fclose(f);
+    start((const char *const[]){ "--no-local-pilot", "--config", conf, NULL });
+    json_decref(http_json(&d, "POST", "/v1/pilots", "{\"name\": \"p1\", \"cores\": 1}", 201));
+    a = submit("{\"command\": [\"sleep\", \"30\"]}");
+    t = cancel_pilot_under("p1", a);
+    ck_assert_str_eq(jstr(t, "state"), "FAILED");     /* no requeue allowed */
+    json_decref(t);
+
+    f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("max-requeues = 2\n", f);
+    fclose(f);
+    kill(d.pid, SIGHUP);
+    usleep(300000);
+    json_decref(http_json(&d, "POST", "/v1/pilots", "{\"name\": \"p2\", \"cores\": 1}", 201));
+    b = submit("{\"command\": [\"sleep\", \"30\"]}");
+    t = cancel_pilot_under("p2", b);
+    ck_assert_str_eq(jstr(t, "state"), "PENDING");    /* requeued now */
+    json_decref(t);
+
+    /* a broken file: refused, qtaud runs on with what it had */
+    f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("max-requeues = lots\n", f);
+    fclose(f);
+    kill(d.pid, SIGHUP);
+    usleep(300000);
+    json_decref(http_json(&d, "GET", "/v1/health", NULL, 200));
+    unlink(conf);
+}
+END_TEST
+
 /* A default pilot name never collides with a name a user chose, and a
  * failed creation leaves no pilot behind (a collision once blocked every
  * later write with a UNIQUE error). */
@@ -1065,6 +1142,7 @@ static Suite *api_suite(void)
     tcase_add_test(tc, test_requeue_limit);
     tcase_add_test(tc, test_bad_url_bytes);
     tcase_add_test(tc, test_default_pilot_name_unique);
+    tcase_add_test(tc, test_sighup_reload);
     tcase_add_test(tc, test_not_root_without_flag);
     suite_add_tcase(s, tc);
     return s;
