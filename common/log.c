@@ -8,7 +8,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 
-enum log_level log_threshold = LOG_LVL_INFO;
+_Atomic(enum log_level) log_threshold = LOG_LVL_INFO;
 const char *log_ident = "qtaud";
 
 /* The one table of level names, indexed by enum log_level. */

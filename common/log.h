@@ -10,7 +10,8 @@
 
 enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
-extern enum log_level log_threshold;
+/* Atomic: SIGHUP changes it while other threads log. */
+extern _Atomic(enum log_level) log_threshold;
 /* Looks a level up by name ("error", "warning", "info", "debug").
  * Returns 0 and sets *lvl, or -1 for any other name. */
 int log_level_parse(const char *name, enum log_level *lvl);

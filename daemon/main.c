@@ -97,7 +97,12 @@ static void reload(struct sched *s, struct qtaud_config *cfg, int argc, char **a
         log_err("SIGHUP: configuration not reloaded: %s", err.message);
         return;
     }
-    log_level_parse(next.log_level, &log_threshold);
+    {
+        enum log_level lvl;
+
+        if (log_level_parse(next.log_level, &lvl) == 0)
+            log_threshold = lvl;
+    }
     sched_reconfigure(s, next.kill_grace, next.max_requeues, next.agent_timeout);
     if (strcmp(next.listen_host, cfg->listen_host) || next.listen_port != cfg->listen_port
         || strcmp(next.state_dir, cfg->state_dir) || next.local_cores != cfg->local_cores)
@@ -135,7 +140,12 @@ int main(int argc, char **argv)
         printf("qtaud %s\n", PACKAGE_VERSION);
         return 0;
     }
-    log_level_parse(cfg.log_level, &log_threshold);   /* checked by config_load */
+    {
+        enum log_level lvl;
+
+        if (log_level_parse(cfg.log_level, &lvl) == 0)   /* checked by config_load */
+            log_threshold = lvl;
+    }
     if (geteuid() == 0 && !cfg.allow_root) {
         fprintf(stderr, "qtaud: refusing to run as root: every task would run as "
                         "root too; run as a dedicated user, or pass --allow-root "
