@@ -90,6 +90,18 @@ void sched_task_persist(struct sched *s, const struct task *t)
     db_writer_task(s->w, &r);
 }
 
+/* Queues t's row together with the metrics row of its attempt that ended
+ * (from sched_metrics_record), as one unit. */
+static void task_persist_ended(struct sched *s, const struct task *t,
+                               struct db_change *metrics)
+{
+    struct db_task_row r;
+
+    task_row(t, &r, false);
+    r.hostname = t->run_pilot_id ? t->hostname : NULL;
+    db_writer_task_ended(s->w, &r, metrics);
+}
+
 static void pilot_row(const struct pilot *p, struct db_pilot_row *r)
 {
     *r = (struct db_pilot_row){
@@ -120,11 +132,12 @@ static uint64_t pilot_persist_new(struct sched *s, const struct pilot *p)
     return db_writer_pilot(s->w, &r);
 }
 
-/* Queues the metrics row of the attempt that just ended. */
-void sched_metrics_record(struct sched *s, const struct task *t,
-                           enum task_state status, const char *error_msg,
-                           double start, double end, int exit_code, int sig,
-                           int64_t pilot_id)
+/* The metrics row of the attempt that just ended, to be queued with the
+ * task's new state (task_persist_ended). */
+struct db_change *sched_metrics_record(struct sched *s, const struct task *t,
+                                       enum task_state status, const char *error_msg,
+                                       double start, double end, int exit_code,
+                                       int sig, int64_t pilot_id)
 {
     struct db_metrics_row m = {
         .task_id = t->id, .attempt = t->attempts, .task_name = t->spec.name,
@@ -135,7 +148,8 @@ void sched_metrics_record(struct sched *s, const struct task *t,
         .hostname = pilot_id ? t->hostname : NULL,
     };
 
-    db_writer_metrics(s->w, &m);
+    (void)s;
+    return db_change_metrics(&m);
 }
 
 /* ---- lookups --------------------------------------------------------- */
@@ -314,6 +328,7 @@ void sched_task_end_pending(struct sched *s, struct task *t,
                              enum task_state state, const char *msg)
 {
     double now = time_now();
+    struct db_change *m;
 
     sched_queue_remove(t);
     t->attempts++;
@@ -323,9 +338,9 @@ void sched_task_end_pending(struct sched *s, struct task *t,
     t->end_time = now;
     t->exit_code = -1;
     t->term_signal = 0;
-    sched_metrics_record(s, t, state, msg, 0, now, -1, 0, 0);
+    m = sched_metrics_record(s, t, state, msg, 0, now, -1, 0, 0);
     sched_task_transition(s, t, state, 0);
-    sched_task_persist(s, t);
+    task_persist_ended(s, t, m);
     if (t->nwaiters)
         sched_fire_waiters(s, t->id);
 }
@@ -336,6 +351,7 @@ void sched_task_finish(struct sched *s, struct task *t, struct pilot *p,
 {
     enum task_state status;
     const char *msg = res->error_msg[0] ? res->error_msg : NULL;
+    struct db_change *m;
 
     if (t->interrupt) {
         status = TASK_FAILED;
@@ -359,8 +375,8 @@ void sched_task_finish(struct sched *s, struct task *t, struct pilot *p,
     t->term_signal = res->term_signal;
     free(t->error_msg);
     t->error_msg = sched_xstrdup(msg);
-    sched_metrics_record(s, t, status, msg, res->start_time, res->end_time,
-                   res->exit_code, res->term_signal, p->id);
+    m = sched_metrics_record(s, t, status, msg, res->start_time, res->end_time,
+                             res->exit_code, res->term_signal, p->id);
 
     if (t->interrupt && (s->draining
                          || (t->pilot_id == 0 && t->requeues < s->cfg.max_requeues))) {
@@ -386,7 +402,7 @@ void sched_task_finish(struct sched *s, struct task *t, struct pilot *p,
         if (t->nwaiters)
             sched_fire_waiters(s, t->id);
     }
-    sched_task_persist(s, t);
+    task_persist_ended(s, t, m);
 }
 
 /* ---- local pools ----------------------------------------------------- */
@@ -1434,13 +1450,15 @@ static void load_task(void *arg, const struct db_task_row *r)
         const char *msg = "interrupted: qtaud restarted";
         double now = time_now();
 
-        sched_metrics_record(s, t, TASK_FAILED, msg, t->start_time, now, -1, 0,
-                       t->run_pilot_id);
+        struct db_change *m = sched_metrics_record(s, t, TASK_FAILED, msg,
+                                                   t->start_time, now, -1, 0,
+                                                   t->run_pilot_id);
+
         free(t->error_msg);
         t->error_msg = sched_xstrdup(msg);
         t->requeues++;
         sched_task_transition(s, t, TASK_PENDING, t->run_pilot_id);
-        sched_task_persist(s, t);
+        task_persist_ended(s, t, m);
         lc->requeued++;
     }
     if (t->state == TASK_PENDING)

@@ -166,11 +166,12 @@ struct pilot *sched_find_pilot(struct sched *s, const char *ref);
  * sequence number for the pilot (see db_writer_wait). */
 void sched_task_persist(struct sched *s, const struct task *t);
 uint64_t sched_pilot_persist(struct sched *s, const struct pilot *p);
-/* Queues the metrics row of the attempt that just ended. */
-void sched_metrics_record(struct sched *s, const struct task *t,
-                          enum task_state status, const char *error_msg,
-                          double start, double end, int exit_code, int sig,
-                          int64_t pilot_id);
+/* The metrics row of the attempt that just ended (copied), for
+ * db_writer_task_ended with the task's new state. */
+struct db_change *sched_metrics_record(struct sched *s, const struct task *t,
+                                       enum task_state status, const char *error_msg,
+                                       double start, double end, int exit_code,
+                                       int sig, int64_t pilot_id);
 
 void sched_task_transition(struct sched *s, struct task *t,
                            enum task_state state, int64_t run_pilot_id);

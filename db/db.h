@@ -123,6 +123,15 @@ uint64_t db_writer_tasks(struct db_writer *w, const struct db_task_row *rows,
 uint64_t db_writer_metrics(struct db_writer *w, const struct db_metrics_row *row);
 uint64_t db_writer_pilot(struct db_writer *w, const struct db_pilot_row *row);
 
+/* An ended attempt: its metrics row (made with db_change_metrics, which
+ * copies the row's strings) and the task's new row, queued so that they
+ * commit in one transaction - never the row without the state, which
+ * after a crash would run a finished task again.  Takes metrics. */
+struct db_change;
+struct db_change *db_change_metrics(const struct db_metrics_row *row);
+uint64_t db_writer_task_ended(struct db_writer *w, const struct db_task_row *row,
+                              struct db_change *metrics);
+
 /* Blocks until change seq is committed.  Returns 0, or -1 if the batch
  * holding it failed to commit (err says why, status 503). */
 int db_writer_wait(struct db_writer *w, uint64_t seq, struct qt_error *err);

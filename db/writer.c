@@ -529,8 +529,7 @@ static struct op *op_new(enum op_kind kind)
     return op;
 }
 
-uint64_t db_writer_tasks(struct db_writer *w, const struct db_task_row *rows,
-                         size_t n)
+static struct op *tasks_op(const struct db_task_row *rows, size_t n)
 {
     struct op *op = op_new(OP_TASKS);
 
@@ -541,7 +540,13 @@ uint64_t db_writer_tasks(struct db_writer *w, const struct db_task_row *rows,
     for (size_t i = 0; i < n; i++)
         task_row_copy(&op->tasks[i], &rows[i]);
     op->is_insert = n > 0 && rows[0].description != NULL;
-    return enqueue(w, op);
+    return op;
+}
+
+uint64_t db_writer_tasks(struct db_writer *w, const struct db_task_row *rows,
+                         size_t n)
+{
+    return enqueue(w, tasks_op(rows, n));
 }
 
 uint64_t db_writer_task(struct db_writer *w, const struct db_task_row *row)
@@ -549,7 +554,7 @@ uint64_t db_writer_task(struct db_writer *w, const struct db_task_row *row)
     return db_writer_tasks(w, row, 1);
 }
 
-uint64_t db_writer_metrics(struct db_writer *w, const struct db_metrics_row *row)
+struct db_change *db_change_metrics(const struct db_metrics_row *row)
 {
     struct op *op = op_new(OP_METRICS);
 
@@ -558,7 +563,32 @@ uint64_t db_writer_metrics(struct db_writer *w, const struct db_metrics_row *row
     op->metrics.error_msg = dup_or_null(row->error_msg);
     op->metrics.pilot_scheduled = dup_or_null(row->pilot_scheduled);
     op->metrics.hostname = dup_or_null(row->hostname);
-    return enqueue(w, op);
+    return (struct db_change *)op;
+}
+
+uint64_t db_writer_metrics(struct db_writer *w, const struct db_metrics_row *row)
+{
+    return enqueue(w, (struct op *)db_change_metrics(row));
+}
+
+uint64_t db_writer_task_ended(struct db_writer *w, const struct db_task_row *row,
+                              struct db_change *metrics)
+{
+    struct op *m = (struct op *)metrics, *t = tasks_op(row, 1);
+    uint64_t seq;
+
+    /* one lock hold: the writer takes both into the same batch, so the
+     * row of an ended attempt and the task's new state commit together */
+    pthread_mutex_lock(&w->lock);
+    m->seq = ++w->next_seq;
+    seq = t->seq = ++w->next_seq;
+    m->next = t;
+    *w->tail = m;
+    w->tail = &t->next;
+    w->depth += 2;
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+    return seq;
 }
 
 uint64_t db_writer_pilot(struct db_writer *w, const struct db_pilot_row *row)
