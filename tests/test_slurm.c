@@ -394,23 +394,37 @@ static void cluster_teardown(void)
                   status);
 }
 
+/* Polls path until its object's state is want (or timeout s); returns the
+ * object, or NULL (the caller aborts with what it knows) with *last the
+ * object as last seen. */
+static json_t *state_wait(const char *path, const char *want, double timeout,
+                          json_t **last)
+{
+    json_t *o = NULL;
+
+    for (double t = 0; t < timeout; t += 0.1) {
+        json_decref(o);
+        o = http_json(&d, "GET", path, NULL, 200);
+        if (strcmp(jstr(o, "state"), want) == 0)
+            return o;
+        usleep(100000);
+    }
+    *last = o;
+    return NULL;
+}
+
 /* Polls the pilot until its state is want (or timeout s); returns it. */
 static json_t *pilot_wait(const char *ref, const char *want, double timeout)
 {
     char path[128];
-    json_t *p = NULL;
+    json_t *p, *last = NULL;
 
     snprintf(path, sizeof(path), "/v1/pilots/%s", ref);
-    for (double t = 0; t < timeout; t += 0.1) {
-        json_decref(p);
-        p = http_json(&d, "GET", path, NULL, 200);
-        if (strcmp(jstr(p, "state"), want) == 0)
-            return p;
-        usleep(100000);
-    }
+    if ((p = state_wait(path, want, timeout, &last)))
+        return p;
     ck_abort_msg("pilot %s is %s after %.0f s, not %s (slurm_state %s, reason %s)",
-                 ref, jstr(p, "state"), timeout, want, jstr(p, "slurm_state"),
-                 jstr(p, "reason"));
+                 ref, jstr(last, "state"), timeout, want, jstr(last, "slurm_state"),
+                 jstr(last, "reason"));
     return NULL;
 }
 
@@ -418,18 +432,13 @@ static json_t *pilot_wait(const char *ref, const char *want, double timeout)
 static json_t *task_wait_state(long long id, const char *want, double timeout)
 {
     char path[64];
-    json_t *t = NULL;
+    json_t *t, *last = NULL;
 
     snprintf(path, sizeof(path), "/v1/tasks/%lld", id);
-    for (double w = 0; w < timeout; w += 0.1) {
-        json_decref(t);
-        t = http_json(&d, "GET", path, NULL, 200);
-        if (strcmp(jstr(t, "state"), want) == 0)
-            return t;
-        usleep(100000);
-    }
+    if ((t = state_wait(path, want, timeout, &last)))
+        return t;
     ck_abort_msg("task %lld is %s after %.0f s, not %s (error_msg %s)", id,
-                 jstr(t, "state"), timeout, want, jstr(t, "error_msg"));
+                 jstr(last, "state"), timeout, want, jstr(last, "error_msg"));
     return NULL;
 }
 
