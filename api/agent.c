@@ -13,23 +13,9 @@
 #include "api/internal.h"
 #include "common/timeutil.h"
 
-/* The bearer token of the request, or NULL. */
-static const char *bearer(struct route_ctx *c)
-{
-    const char *h = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
-                                                MHD_HTTP_HEADER_AUTHORIZATION);
-
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-        return NULL;
-    h += 7;
-    while (*h == ' ')
-        h++;
-    return *h ? h : NULL;
-}
-
 void api_agent_register(struct route_ctx *c, struct reply *r)
 {
-    json_t *out = sched_agent_register(c->api->s, bearer(c), c->body, &r->err);
+    json_t *out = sched_agent_register(c->api->s, api_bearer(c->conn), c->body, &r->err);
 
     api_reply_json(r, 200, out, &r->err);
 }
@@ -61,7 +47,7 @@ void api_agent_lease(struct route_ctx *c, struct reply *r)
     }
     MHD_suspend_connection(c->conn);
     r->suspended = true;
-    rc = sched_agent_lease(c->api->s, bearer(c), c->body, &req->waiter,
+    rc = sched_agent_lease(c->api->s, api_bearer(c->conn), c->body, &req->waiter,
                            req->waiter.deadline, fresh, &out, &req->stash_err);
     if (rc != 1) {
         req->stash = out;
@@ -73,14 +59,14 @@ void api_agent_lease(struct route_ctx *c, struct reply *r)
 
 void api_agent_report(struct route_ctx *c, struct reply *r)
 {
-    json_t *out = sched_agent_report(c->api->s, bearer(c), c->body, &r->err);
+    json_t *out = sched_agent_report(c->api->s, api_bearer(c->conn), c->body, &r->err);
 
     api_reply_json(r, 200, out, &r->err);
 }
 
 void api_agent_heartbeat(struct route_ctx *c, struct reply *r)
 {
-    json_t *out = sched_agent_heartbeat(c->api->s, bearer(c), c->body, &r->err);
+    json_t *out = sched_agent_heartbeat(c->api->s, api_bearer(c->conn), c->body, &r->err);
 
     api_reply_json(r, 200, out, &r->err);
 }

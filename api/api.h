@@ -22,6 +22,8 @@ struct api_config {
     unsigned idle_timeout;   /* seconds a connection may sit idle */
     unsigned max_connections;
     const char *db_path;     /* the store, for the metrics export */
+    const char *token;       /* the admin token every owner request carries */
+    const char *unix_path;   /* UNIX socket to listen on too; NULL: none */
 };
 
 struct api;

@@ -33,6 +33,9 @@ struct reply {
 
 struct request {
     struct buf body;
+    bool via_unix;          /* came in on the UNIX socket */
+    bool peer_is_owner;     /* UNIX socket: the peer has qtaud's uid */
+    long peer_uid;          /* UNIX socket: the peer's uid, -1 unknown */
     bool too_large;
     bool nul_in_url;        /* the raw URL had %00 */
     bool started;           /* the first call (headers) has been seen */
@@ -46,8 +49,17 @@ struct request {
     struct qt_error stash_err;
 };
 
-struct api {
+/* One libmicrohttpd daemon per listener: TCP, and the UNIX socket. */
+struct listener {
+    struct api *api;
     struct MHD_Daemon *mhd;
+    bool is_unix;
+};
+
+struct api {
+    struct listener tcp, local;
+    char *unix_path;        /* the socket file, removed at stop; or NULL */
+    char *token;            /* the admin token */
     struct sched *s;
     struct api_config cfg;
     char *db_path;
@@ -64,12 +76,20 @@ struct route_ctx {
 
 typedef void (*route_fn)(struct route_ctx *c, struct reply *r);
 
+/* Who may call a route. */
+enum route_auth {
+    AUTH_OWNER,             /* the admin token, or the owner on the UNIX socket */
+    AUTH_NONE,              /* anyone who reaches the listener (health) */
+    AUTH_PILOT,             /* a pilot's token, checked by the handler */
+};
+
 struct route {
     const char *method;
     const char *path;       /* "{}" matches one segment */
     route_fn fn;
     const char *const *query; /* accepted query keys, NULL-terminated */
     bool has_body;
+    enum route_auth auth;
 };
 
 extern const struct route api_routes[];
@@ -99,6 +119,8 @@ void api_agent_heartbeat(struct route_ctx *c, struct reply *r);
  * Called with the scheduler's lock held. */
 void api_waiter_resume(struct sched_waiter *w);
 const char *api_query(struct route_ctx *c, const char *key);
+/* The request's "Authorization: Bearer" token (borrowed), or NULL. */
+const char *api_bearer(struct MHD_Connection *conn);
 /* Parses a positive decimal id; fills r->err (404 naming what) if not. */
 int api_parse_id(const char *s, const char *what, int64_t *id, struct reply *r);
 /* Parses a non-negative decimal within [min, max] for query key. */

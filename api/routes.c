@@ -1,6 +1,6 @@
 /*
  * routes.c - the route table: method + path template -> handler, with the
- * query keys each accepts.  A path that exists with another method answers
+ * query keys each accepts, and who may call it.  A path that exists with another method answers
  * 405 with Allow; anything else 404.
  */
 #include "config.h"
@@ -19,22 +19,22 @@ static const char *const task_show_query[] = { "wait", NULL };
 static const char *const metrics_query[] = { "pilot", "since", NULL };
 
 const struct route api_routes[] = {
-    { "GET", "/v1/health", api_health, no_query, false },
-    { "POST", "/v1/pilots", api_pilots_create, no_query, true },
-    { "GET", "/v1/pilots", api_pilots_list, no_query, false },
-    { "GET", "/v1/pilots/{}", api_pilots_show, no_query, false },
-    { "DELETE", "/v1/pilots/{}", api_pilots_cancel, no_query, false },
-    { "POST", "/v1/tasks", api_tasks_submit, no_query, true },
-    { "GET", "/v1/tasks", api_tasks_list, task_list_query, false },
-    { "GET", "/v1/tasks/{}", api_tasks_show, task_show_query, false },
-    { "DELETE", "/v1/tasks/{}", api_tasks_cancel, no_query, false },
-    { "GET", "/v1/tasks/{}/stdout", api_tasks_stdout, no_query, false },
-    { "GET", "/v1/tasks/{}/stderr", api_tasks_stderr, no_query, false },
-    { "GET", "/v1/metrics.csv", api_metrics_csv, metrics_query, false },
-    { "POST", "/v1/agent/register", api_agent_register, no_query, true },
-    { "POST", "/v1/agent/lease", api_agent_lease, no_query, true },
-    { "POST", "/v1/agent/report", api_agent_report, no_query, true },
-    { "POST", "/v1/agent/heartbeat", api_agent_heartbeat, no_query, true },
+    { "GET", "/v1/health", api_health, no_query, false, AUTH_NONE },
+    { "POST", "/v1/pilots", api_pilots_create, no_query, true, AUTH_OWNER },
+    { "GET", "/v1/pilots", api_pilots_list, no_query, false, AUTH_OWNER },
+    { "GET", "/v1/pilots/{}", api_pilots_show, no_query, false, AUTH_OWNER },
+    { "DELETE", "/v1/pilots/{}", api_pilots_cancel, no_query, false, AUTH_OWNER },
+    { "POST", "/v1/tasks", api_tasks_submit, no_query, true, AUTH_OWNER },
+    { "GET", "/v1/tasks", api_tasks_list, task_list_query, false, AUTH_OWNER },
+    { "GET", "/v1/tasks/{}", api_tasks_show, task_show_query, false, AUTH_OWNER },
+    { "DELETE", "/v1/tasks/{}", api_tasks_cancel, no_query, false, AUTH_OWNER },
+    { "GET", "/v1/tasks/{}/stdout", api_tasks_stdout, no_query, false, AUTH_OWNER },
+    { "GET", "/v1/tasks/{}/stderr", api_tasks_stderr, no_query, false, AUTH_OWNER },
+    { "GET", "/v1/metrics.csv", api_metrics_csv, metrics_query, false, AUTH_OWNER },
+    { "POST", "/v1/agent/register", api_agent_register, no_query, true, AUTH_PILOT },
+    { "POST", "/v1/agent/lease", api_agent_lease, no_query, true, AUTH_PILOT },
+    { "POST", "/v1/agent/report", api_agent_report, no_query, true, AUTH_PILOT },
+    { "POST", "/v1/agent/heartbeat", api_agent_heartbeat, no_query, true, AUTH_PILOT },
 };
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);
 

@@ -6,6 +6,12 @@
  * A request is routed once its body is complete; the route table (routes.c)
  * maps method and path to a handler, which fills a struct reply.  Every
  * error becomes {"error": {"code", "message", "field"}} here, in one place.
+ *
+ * Access: two listeners, each its own libmicrohttpd daemon.  On TCP every
+ * route but health needs the admin token as a bearer token; on the UNIX
+ * socket the kernel names the peer (SO_PEERCRED), and only qtaud's own
+ * uid gets in, with no token.  Agent routes take only their pilot's token,
+ * which the scheduler checks; a pilot token opens nothing else.
  */
 #include "config.h"
 
@@ -18,11 +24,14 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "api/internal.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "common/token.h"
 
 static struct MHD_Response *response_from_json(json_t *json)
 {
@@ -121,8 +130,10 @@ static enum MHD_Result queue_reply(struct MHD_Connection *conn, struct reply *r,
     if (r->content_type)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                                 r->content_type);
-    if (allow)
+    if (allow && allow[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (r->status == 401)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     ret = MHD_queue_response(conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -179,6 +190,73 @@ static bool content_type_json(struct MHD_Connection *conn)
            && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
+const char *api_bearer(struct MHD_Connection *conn)
+{
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_AUTHORIZATION);
+
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return *h ? h : NULL;
+}
+
+static enum MHD_Result is_token_key(void *cls, enum MHD_ValueKind kind,
+                                    const char *key, const char *value)
+{
+    bool *found = cls;
+
+    (void)kind;
+    (void)value;
+    if (strcasecmp(key, "token") == 0 || strcasecmp(key, "access_token") == 0) {
+        *found = true;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+/* Whether the request may call route; fills r with 401/403 if not. */
+static bool access_allowed(struct api *a, struct request *req,
+                           struct MHD_Connection *conn, const struct route *route,
+                           struct reply *r)
+{
+    bool token_in_url = false;
+
+    if (req->via_unix && !req->peer_is_owner) {
+        char msg[160];
+
+        snprintf(msg, sizeof(msg), "this socket admits only uid %ld; the peer has "
+                 "uid %ld", (long)geteuid(), req->peer_uid);
+        reply_error(r, 403, "forbidden", NULL, msg);
+        return false;
+    }
+    /* URLs end up in logs, proxies and shell history: never a token there */
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, is_token_key, &token_in_url);
+    if (token_in_url) {
+        reply_error(r, 401, "unauthorized", "token",
+                    "send the token in an Authorization: Bearer header, never in "
+                    "the URL");
+        return false;
+    }
+    if (route->auth == AUTH_PILOT && !api_bearer(conn)) {
+        /* the scheduler checks which pilot's token it is */
+        reply_error(r, 401, "unauthorized", NULL,
+                    "agent calls need Authorization: Bearer <the pilot's token>");
+        return false;
+    }
+    if (route->auth != AUTH_OWNER || req->via_unix)
+        return true;
+    if (qt_token_equal(a->token, api_bearer(conn)))
+        return true;
+    reply_error(r, 401, "unauthorized", NULL,
+                api_bearer(conn) ? "the bearer token is not qtaud's token"
+                                 : "this request needs Authorization: Bearer <token>, "
+                                   "the token in qtaud's state dir");
+    return false;
+}
+
 /* Routes a complete request and queues its answer. */
 static enum MHD_Result dispatch(struct api *a, struct request *req,
                                 struct MHD_Connection *conn, const char *url,
@@ -219,6 +297,8 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
         return queue_reply(conn, &r, NULL);
     }
     c.param = param[0] ? param : NULL;
+    if (!access_allowed(a, req, conn, route, &r))
+        return queue_reply(conn, &r, NULL);
 
     qc.allowed = route->query;
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, query_check_one, &qc);
@@ -283,13 +363,27 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
  * decoded, it would silently cut the path and the query short. */
 static void *uri_seen(void *cls, const char *uri, struct MHD_Connection *conn)
 {
+    struct listener *l = cls;
     struct request *req = calloc(1, sizeof(*req));
 
     if (!req)
         return NULL;
     req->conn = conn;
-    req->api = cls;
+    req->api = l->api;
     req->nul_in_url = strstr(uri, "%00") != NULL;
+    req->peer_uid = -1;
+    if (l->is_unix) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+
+        req->via_unix = true;
+        if (ci && getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+            req->peer_uid = (long)cred.uid;
+            req->peer_is_owner = cred.uid == geteuid();
+        }
+    }
     return req;
 }
 
@@ -299,7 +393,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn,
                                       const char *upload_data,
                                       size_t *upload_data_size, void **req_cls)
 {
-    struct api *a = cls;
+    struct listener *l = cls;
+    struct api *a = l->api;
     struct request *req = *req_cls;
 
     (void)version;
@@ -309,8 +404,11 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn,
             req = calloc(1, sizeof(*req));
             if (!req)
                 return MHD_NO;
+            /* no URI callback ran: treat it as a stranger on the socket */
             req->conn = conn;
             req->api = a;
+            req->via_unix = l->is_unix;
+            req->peer_uid = -1;
             *req_cls = req;
         }
         req->started = true;
@@ -347,6 +445,79 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
 }
 
+/* Starts l's libmicrohttpd daemon on address sa, or on the bound socket
+ * fd when sa is NULL (it then owns fd).  Returns 0 or -1 with errno. */
+static int listener_start(struct api *a, struct listener *l, unsigned flags,
+                          const struct sockaddr *sa, int fd)
+{
+    struct MHD_OptionItem opts[] = {
+        { sa ? MHD_OPTION_SOCK_ADDR : MHD_OPTION_LISTEN_SOCKET, sa ? 0 : fd,
+          (void *)sa },
+        { MHD_OPTION_CONNECTION_TIMEOUT, a->cfg.idle_timeout, NULL },
+        { MHD_OPTION_CONNECTION_LIMIT, a->cfg.max_connections, NULL },
+        { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, a },
+        { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_seen, l },
+        { sa ? MHD_OPTION_LISTENING_ADDRESS_REUSE : MHD_OPTION_END, 1, NULL },
+        /* one thread means no pool: the polling thread serves */
+        { a->cfg.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+          a->cfg.threads, NULL },
+        { MHD_OPTION_END, 0, NULL },
+    };
+
+    l->api = a;
+    l->mhd = MHD_start_daemon(flags, 0, NULL, NULL, access_handler, l,
+                              MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    return l->mhd ? 0 : -1;
+}
+
+/* Binds the UNIX socket at path, mode 0600, replacing a stale socket
+ * file (one left by a killed qtaud) but nothing else.  Returns the
+ * listening fd or -1 with err. */
+static int unix_socket_bind(const char *path, struct qt_error *err)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    struct stat st;
+    int fd;
+
+    if (strlen(path) >= sizeof(sun.sun_path))
+        return qt_error_arg(err, "socket", "socket path %.64s... is longer than %zu "
+                            "bytes", path, sizeof(sun.sun_path) - 1);
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return qt_error_arg(err, "socket", "%s exists and is not a socket", path);
+        unlink(path);
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return qt_error_arg(err, "socket", "cannot make a UNIX socket: %s",
+                            strerror(errno));
+    /* chmod after bind leaves a moment in which the file has the umask's
+     * mode; the peer check on every request is what guards, this is the
+     * second fence */
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || chmod(path, 0600) < 0
+        || listen(fd, 128) < 0) {
+        qt_error_arg(err, "socket", "cannot listen on %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void api_free(struct api *a)
+{
+    if (a->tcp.mhd)
+        MHD_stop_daemon(a->tcp.mhd);
+    if (a->local.mhd)
+        MHD_stop_daemon(a->local.mhd);
+    if (a->unix_path)
+        unlink(a->unix_path);
+    free(a->unix_path);
+    free(a->token);
+    free(a->db_path);
+    free(a);
+}
+
 struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
                       struct qt_error *err)
 {
@@ -366,7 +537,11 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
     a->cfg = *cfg;
     a->db_path = strdup(cfg->db_path);
     a->cfg.db_path = a->db_path;
+    a->token = strdup(cfg->token);
+    a->cfg.token = a->token;
+    a->cfg.unix_path = NULL;
     a->start_time = time_mono();
+    a->local.is_unix = true;
 
     memset(&sa4, 0, sizeof(sa4));
     memset(&sa6, 0, sizeof(sa6));
@@ -378,52 +553,45 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
         sa6.sin6_family = AF_INET6;
         sa6.sin6_port = htons((uint16_t)cfg->port);
         sa = (const struct sockaddr *)&sa6;
-        flags |= MHD_USE_IPv6;
     } else {
         qt_error_set(err, 400, "invalid_argument", "listen",
                      "listen address '%s' is not a numeric IPv4 or IPv6 address",
                      cfg->host);
-        free(a->db_path);
-        free(a);
+        api_free(a);
         return NULL;
     }
-    {
-        struct MHD_OptionItem opts[] = {
-            { MHD_OPTION_SOCK_ADDR, 0, (void *)sa },
-            { MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout, NULL },
-            { MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL },
-            { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, a },
-            { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_seen, a },
-            { MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL },
-            /* one thread means no pool: the polling thread serves */
-            { cfg->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
-              cfg->threads, NULL },
-            { MHD_OPTION_END, 0, NULL },
-        };
-
-        a->mhd = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL,
-                                  access_handler, a, MHD_OPTION_ARRAY, opts,
-                                  MHD_OPTION_END);
-    }
-    if (!a->mhd) {
+    if (listener_start(a, &a->tcp, flags | (sa == (const struct sockaddr *)&sa6
+                                                ? MHD_USE_IPv6 : 0u), sa, -1) < 0) {
         qt_error_set(err, 503, "unavailable", "listen",
                      "cannot listen on %s:%d: %s", cfg->host, cfg->port,
                      strerror(errno));
-        free(a->db_path);
-        free(a);
+        api_free(a);
         return NULL;
     }
-    info = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    if (cfg->unix_path) {
+        int fd = unix_socket_bind(cfg->unix_path, err);
+
+        if (fd < 0) {
+            api_free(a);
+            return NULL;
+        }
+        a->unix_path = strdup(cfg->unix_path);
+        a->cfg.unix_path = a->unix_path;
+        if (listener_start(a, &a->local, flags, NULL, fd) < 0) {
+            qt_error_arg(err, "socket", "cannot serve on %s: %s", cfg->unix_path,
+                         strerror(errno));
+            close(fd);
+            api_free(a);
+            return NULL;
+        }
+    }
+    info = MHD_get_daemon_info(a->tcp.mhd, MHD_DAEMON_INFO_BIND_PORT);
     *port = info ? info->port : cfg->port;
     return a;
 }
 
 void api_stop(struct api *a)
 {
-    if (!a)
-        return;
-    if (a->mhd)
-        MHD_stop_daemon(a->mhd);
-    free(a->db_path);
-    free(a);
+    if (a)
+        api_free(a);
 }

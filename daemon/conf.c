@@ -36,6 +36,12 @@ static const struct option_def options[] = {
       "HOST:PORT to listen on (default 127.0.0.1:8750; port 0 picks one)" },
     { "state-dir", OPT_STRING, OFF(state_dir), SZ(state_dir), 0, 0,
       "directory for qtaud.db, task output and the port file (default /var/lib/qtaud)" },
+    { "token-file", OPT_STRING, OFF(token_file), SZ(token_file), 0, 0,
+      "file holding the bearer token clients send (default STATE-DIR/token, "
+      "made on first start)" },
+    { "socket", OPT_STRING, OFF(socket_path), SZ(socket_path), 0, 0,
+      "UNIX socket for qtaud's own user, no token needed (default "
+      "STATE-DIR/qtaud.sock; none: no socket)" },
     { "config", OPT_STRING, OFF(config_file), SZ(config_file), 0, 0,
       "config file of 'key = value' lines" },
     { "local-cores", OPT_INT, OFF(local_cores), 0, 0, 4096,

@@ -20,6 +20,8 @@ struct qtaud_config {
     int listen_port;
     char state_dir[1024];
     char config_file[1024];
+    char token_file[1024];    /* "": <state-dir>/token, made when missing */
+    char socket_path[108];    /* "": <state-dir>/qtaud.sock; "none": no socket */
     int local_cores;          /* 0: online CPUs */
     bool no_local_pilot;
     char log_level[16];

@@ -23,6 +23,7 @@
 
 #include "api/api.h"
 #include "common/log.h"
+#include "common/token.h"
 #include "daemon/conf.h"
 #include "daemon/sched.h"
 #include "db/db.h"
@@ -116,6 +117,13 @@ static void reload(struct sched *s, struct qtaud_config *cfg, int argc, char **a
     snprintf(cfg->log_level, sizeof(cfg->log_level), "%s", next.log_level);
 }
 
+/* Whether host is a loopback address, the only one safe to listen on
+ * without thinking about who else can reach the port. */
+static bool host_is_loopback(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0;
+}
+
 int main(int argc, char **argv)
 {
     struct qtaud_config cfg;
@@ -125,7 +133,8 @@ int main(int argc, char **argv)
     struct api *api = NULL;
     sqlite3 *db, *reader;
     sigset_t sigs;
-    char db_path[1100], hostname[256];
+    char db_path[1100], hostname[256], token_path[1100], sock_path[1100];
+    char token[QT_TOKEN_MAX + 1];
     int port = 0, rc = 1;
 
     if (config_load(&cfg, argc, argv, &err) < 0) {
@@ -167,6 +176,21 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    /* the admin token: the configured file, or one made in the state dir */
+    if (cfg.token_file[0])
+        snprintf(token_path, sizeof(token_path), "%s", cfg.token_file);
+    else
+        snprintf(token_path, sizeof(token_path), "%s/token", cfg.state_dir);
+    if (qt_token_file_load(token_path, !cfg.token_file[0], "token-file", token,
+                           &err) < 0) {
+        fprintf(stderr, "qtaud: %s\n", err.message);
+        return 2;
+    }
+    if (cfg.socket_path[0])
+        snprintf(sock_path, sizeof(sock_path), "%s", cfg.socket_path);
+    else
+        snprintf(sock_path, sizeof(sock_path), "%s/qtaud.sock", cfg.state_dir);
 
     if (gethostname(hostname, sizeof(hostname)) < 0)
         snprintf(hostname, sizeof(hostname), "localhost");
@@ -213,6 +237,8 @@ int main(int argc, char **argv)
                         .idle_timeout = (unsigned)cfg.idle_timeout,
                         .max_connections = (unsigned)cfg.max_connections,
                         .db_path = db_path,
+                        .token = token,
+                        .unix_path = strcmp(sock_path, "none") ? sock_path : NULL,
                     },
                     s, &port, &err);
     if (!api)
@@ -222,6 +248,12 @@ int main(int argc, char **argv)
         log_warn("cannot write %s/port: %s", cfg.state_dir, strerror(errno));
     log_info("qtaud %s listening on http://%s:%d/ (state in %s)", PACKAGE_VERSION,
              cfg.listen_host, port, cfg.state_dir);
+    if (strcmp(sock_path, "none"))
+        log_info("owner's socket: %s (no token needed)", sock_path);
+    if (!host_is_loopback(cfg.listen_host))
+        log_warn("listening on %s, which is not loopback: anyone who can reach "
+                 "port %d and learns the token can run commands as this user",
+                 cfg.listen_host, port);
 
     for (;;) {
         siginfo_t si;

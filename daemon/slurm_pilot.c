@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +30,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "common/token.h"
 #include "daemon/sched_internal.h"
 #include "daemon/slurm_drv.h"
 
@@ -65,35 +65,14 @@ static void push_id(int64_t **v, size_t *n, int64_t id)
     (*v)[(*n)++] = id;
 }
 
-/* 32 random bytes as 64 hex digits. */
+/* A new pilot token (common/token.h). */
 static char *token_new(void)
 {
-    unsigned char raw[32];
-    char *hex = sched_xcalloc(1, sizeof(raw) * 2 + 1);
-    size_t got = 0;
+    char *hex = sched_xcalloc(1, QT_TOKEN_LEN + 1);
 
-    while (got < sizeof(raw)) {
-        ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
-
-        if (n < 0 && errno != EINTR)
-            abort();   /* no entropy source: nothing safe to hand out */
-        if (n > 0)
-            got += (size_t)n;
-    }
-    for (size_t i = 0; i < sizeof(raw); i++)
-        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    if (qt_token_new(hex) < 0)
+        abort();   /* no entropy source: nothing safe to hand out */
     return hex;
-}
-
-/* Compares in time that depends only on the length of want. */
-static bool token_equal(const char *want, const char *got)
-{
-    size_t n = strlen(want), m = got ? strlen(got) : 0;
-    unsigned char diff = (unsigned char)(n != m);
-
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned char)(want[i] ^ (i < m ? got[i] : 0));
-    return diff == 0;
 }
 
 /* mkdir -p for a path the daemon owns. */
@@ -663,7 +642,7 @@ static struct pilot *agent_pilot(struct sched *s, const char *token, json_int_t 
     /* the same answer for "no such pilot" and "wrong token": a token
      * holder learns nothing about other pilots */
     if (!p || p->resource != RESOURCE_SLURM || !p->token || !token
-        || !token_equal(p->token, token)) {
+        || !qt_token_equal(p->token, token)) {
         qt_error_set(err, 401, "unauthorized", NULL,
                      "this request needs the token of the pilot it names");
         return NULL;
@@ -704,13 +683,23 @@ static struct agent *agent_seen(struct sched *s, const char *token, json_int_t p
     return a;
 }
 
-/* Unpacks body strictly (unknown fields refused) into fmt's targets. */
-static int agent_unpack(json_t *body, struct qt_error *err, const char *fmt, ...)
+/* Checks token against the pilot body names, then unpacks body strictly
+ * (unknown fields refused) into fmt's targets.  The token comes first, so
+ * a caller without one learns nothing, not even what a valid body is. */
+static int agent_unpack(struct sched *s, const char *token, json_t *body,
+                        struct qt_error *err, const char *fmt, ...)
 {
+    json_t *pilot = json_object_get(body, "pilot");
     json_error_t jerr;
     va_list ap;
     int rc;
 
+    pthread_mutex_lock(&s->lock);
+    rc = agent_pilot(s, token, json_is_integer(pilot) ? json_integer_value(pilot) : 0,
+                     err) ? 0 : -1;
+    pthread_mutex_unlock(&s->lock);
+    if (rc < 0)
+        return -1;
     va_start(ap, fmt);
     rc = json_vunpack_ex(body, &jerr, JSON_STRICT, fmt, ap);
     va_end(ap);
@@ -728,7 +717,7 @@ json_t *sched_agent_register(struct sched *s, const char *token, json_t *body,
     struct agent *a;
     json_t *out = NULL;
 
-    if (agent_unpack(body, err, "{s:I, s:s, s:I, s?I}", "pilot", &pilot_id,
+    if (agent_unpack(s, token, body, err, "{s:I, s:s, s:I, s?I}", "pilot", &pilot_id,
                      "hostname", &hostname, "slots", &slots, "pid", &pid) < 0)
         return NULL;
     if (slots < 1 || slots > SPEC_MAX_CORES) {
@@ -828,7 +817,7 @@ int sched_agent_lease(struct sched *s, const char *token, json_t *body,
     int rc = -1;
 
     *out = NULL;
-    if (agent_unpack(body, err, "{s:I, s:I, s:I, s?F, s?F}", "pilot", &pilot_id,
+    if (agent_unpack(s, token, body, err, "{s:I, s:I, s:I, s?F, s?F}", "pilot", &pilot_id,
                      "agent_id", &agent_id, "slots", &slots, "wait", &wait,
                      "deadline_secs", &deadline_secs) < 0)
         return -1;
@@ -975,7 +964,7 @@ json_t *sched_agent_report(struct sched *s, const char *token, json_t *body,
     struct agent *a;
     size_t i, accepted = 0;
 
-    if (agent_unpack(body, err, "{s:I, s:I, s:o}", "pilot", &pilot_id, "agent_id",
+    if (agent_unpack(s, token, body, err, "{s:I, s:I, s:o}", "pilot", &pilot_id, "agent_id",
                      &agent_id, "results", &results) < 0)
         return NULL;
     if (!json_is_array(results)) {
@@ -1018,7 +1007,7 @@ json_t *sched_agent_heartbeat(struct sched *s, const char *token, json_t *body,
     struct pilot *p;
     struct agent *a;
 
-    if (agent_unpack(body, err, "{s:I, s:I, s?o}", "pilot", &pilot_id, "agent_id",
+    if (agent_unpack(s, token, body, err, "{s:I, s:I, s?o}", "pilot", &pilot_id, "agent_id",
                      &agent_id, "running", &running) < 0)
         return NULL;
     if (running) {

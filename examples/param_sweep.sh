@@ -19,7 +19,9 @@
 #                  system shared with the hosts) where the pilot runs them
 # Environment:
 #   QTAUD_URL      daemon URL (default http://127.0.0.1:8750)
-#   QTAUD_TOKEN    bearer token, if the daemon wants one (its state-dir/token)
+#   QTAUD_TOKEN    qtaud's bearer token (default: the contents of
+#                  QTAUD_TOKEN_FILE, itself by default var/token of this
+#                  checkout, where scripts/run keeps its state)
 #   QTAUD_PILOT    pilot to run on (default local)
 #   SWEEP_STEPS    Simpson intervals per task (default 100000, even)
 #   SWEEP_BATCH    tasks per POST (default 100)
@@ -34,6 +36,10 @@ steps=${SWEEP_STEPS:-100000}
 batch=${SWEEP_BATCH:-100}
 outdir=${1:-./sweep-$(date +%Y%m%d-%H%M%S)}
 
+token_file=${QTAUD_TOKEN_FILE:-$(cd "$(dirname "$0")/.." && pwd)/var/token}
+if [[ -z ${QTAUD_TOKEN:-} && -r $token_file ]]; then
+    QTAUD_TOKEN=$(head -n1 "$token_file")
+fi
 auth=()
 [[ -n ${QTAUD_TOKEN:-} ]] && auth=(-H "Authorization: Bearer $QTAUD_TOKEN")
 
@@ -66,6 +72,9 @@ api() {
 api GET /v1/health
 [[ $http_code == 200 ]] ||
     die "no qtaud at $url (GET /v1/health: HTTP $http_code); set QTAUD_URL"
+api GET "/v1/pilots/$pilot"
+[[ $http_code != 401 ]] ||
+    die "qtaud at $url wants its token: set QTAUD_TOKEN or QTAUD_TOKEN_FILE (its state-dir/token)"
 
 # ---------------------------------------------------------------- the task
 

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -44,6 +45,23 @@ static int read_port(const char *dir)
     return port;
 }
 
+/* The admin token qtaud made in dir (or "" when there is none yet). */
+static void read_token(const char *dir, char *out, size_t size)
+{
+    char path[300];
+    FILE *f;
+
+    out[0] = '\0';
+    snprintf(path, sizeof(path), "%s/token", dir);
+    f = fopen(path, "r");
+    if (!f)
+        return;
+    if (!fgets(out, (int)size, f))
+        out[0] = '\0';
+    out[strcspn(out, "\r\n")] = '\0';
+    fclose(f);
+}
+
 int daemon_start(struct daemon *d, const char *const *extra)
 {
     const char *bin = getenv("QTAUD_BIN");
@@ -73,8 +91,19 @@ int daemon_start(struct daemon *d, const char *const *extra)
     for (int i = 0; extra && extra[i] && n < 62; i++)
         argv[n++] = (char *)extra[i];
     argv[n] = NULL;
-    if (posix_spawn(&d->pid, bin, NULL, NULL, argv, environ) != 0)
-        return -1;
+    {
+        posix_spawn_file_actions_t fa;
+        int rc;
+
+        posix_spawn_file_actions_init(&fa);
+        if (d->log_path)
+            posix_spawn_file_actions_addopen(&fa, 2, d->log_path,
+                                             O_WRONLY | O_CREAT | O_APPEND, 0600);
+        rc = posix_spawn(&d->pid, bin, &fa, NULL, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        if (rc != 0)
+            return -1;
+    }
     for (int i = 0; i < 500; i++) {   /* up to 10 s */
         int status;
 
@@ -88,6 +117,7 @@ int daemon_start(struct daemon *d, const char *const *extra)
             struct http_resp r;
 
             snprintf(d->url, sizeof(d->url), "http://127.0.0.1:%d", d->port);
+            read_token(d->dir, d->token, sizeof(d->token));
             if (http(d, "GET", "/v1/health", NULL, NULL, &r) == 0 && r.status == 200) {
                 http_resp_free(&r);
                 return 0;
@@ -140,6 +170,9 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
     if (len > 14 && strncasecmp(data, "Content-Type: ", 14) == 0)
         snprintf(r->content_type, sizeof(r->content_type), "%.*s",
                  (int)strcspn(data + 14, "\r\n"), data + 14);
+    if (len > 18 && strncasecmp(data, "WWW-Authenticate: ", 18) == 0)
+        snprintf(r->www_authenticate, sizeof(r->www_authenticate), "%.*s",
+                 (int)strcspn(data + 18, "\r\n"), data + 18);
     if (len > 7 && strncasecmp(data, "Allow: ", 7) == 0)
         snprintf(r->allow, sizeof(r->allow), "%.*s",
                  (int)strcspn(data + 7, "\r\n"), data + 7);
@@ -148,12 +181,12 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
 
 static int http_do(const struct daemon *d, const char *method, const char *path,
                    const char *body, const char *ctype, const char *token,
-                   struct http_resp *r)
+                   const char *unix_path, struct http_resp *r)
 {
     CURL *c = curl_easy_init();
     struct curl_slist *hdrs = NULL;
     struct buf b = BUF_INIT;
-    char url[4096], ct[160], auth[300];
+    char url[4096], ct[160], auth[400];
     CURLcode rc;
 
     memset(r, 0, sizeof(*r));
@@ -163,9 +196,15 @@ static int http_do(const struct daemon *d, const char *method, const char *path,
     snprintf(ct, sizeof(ct), "Content-Type: %s", ctype ? ctype : "application/json");
     hdrs = curl_slist_append(hdrs, ct);
     hdrs = curl_slist_append(hdrs, "Expect:");
-    if (token) {
+    if (!token)
+        token = d->token;
+    if (token[0]) {
         snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
         hdrs = curl_slist_append(hdrs, auth);
+    }
+    if (unix_path) {
+        curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, unix_path);
+        snprintf(url, sizeof(url), "http://localhost%s", path);
     }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
@@ -196,13 +235,22 @@ static int http_do(const struct daemon *d, const char *method, const char *path,
 int http(const struct daemon *d, const char *method, const char *path,
          const char *body, const char *ctype, struct http_resp *r)
 {
-    return http_do(d, method, path, body, ctype, NULL, r);
+    return http_do(d, method, path, body, ctype, NULL, NULL, r);
+}
+
+int http_unix(const struct daemon *d, const char *method, const char *path,
+              const char *body, struct http_resp *r)
+{
+    char sock[300];
+
+    snprintf(sock, sizeof(sock), "%s/qtaud.sock", d->dir);
+    return http_do(d, method, path, body, NULL, "", sock, r);
 }
 
 int http_bearer(const struct daemon *d, const char *method, const char *path,
                 const char *body, const char *token, struct http_resp *r)
 {
-    return http_do(d, method, path, body, NULL, token, r);
+    return http_do(d, method, path, body, NULL, token, NULL, r);
 }
 
 void http_resp_free(struct http_resp *r)

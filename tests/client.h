@@ -15,6 +15,8 @@ struct daemon {
     char dir[256];       /* state dir; kept across restarts */
     int port;
     char url[64];
+    char token[300];     /* <dir>/token, sent by http() and friends */
+    const char *log_path; /* set before start: qtaud's stderr goes there */
 };
 
 struct http_resp {
@@ -24,6 +26,7 @@ struct http_resp {
     json_t *json;        /* parsed body when it is JSON, else NULL */
     char content_type[128];
     char allow[128];
+    char www_authenticate[64];
 };
 
 /* Starts qtaud ($QTAUD_BIN) with extra args (NULL-terminated, may be
@@ -38,11 +41,16 @@ void daemon_cleanup(struct daemon *d);
  * whether it exited 0 - under ASan a leak or error at exit would not. */
 bool daemon_teardown(struct daemon *d, int *status);
 
-/* One request; body may be NULL; ctype NULL means application/json. */
+/* One request with the daemon's token; body may be NULL; ctype NULL
+ * means application/json. */
 int http(const struct daemon *d, const char *method, const char *path,
          const char *body, const char *ctype, struct http_resp *r);
 void http_resp_free(struct http_resp *r);
-/* A JSON request carrying "Authorization: Bearer <token>". */
+/* One request over the daemon's UNIX socket (<dir>/qtaud.sock), no token. */
+int http_unix(const struct daemon *d, const char *method, const char *path,
+              const char *body, struct http_resp *r);
+/* A JSON request carrying "Authorization: Bearer <token>" instead of the
+ * daemon's own token; token "" sends no Authorization header at all. */
 int http_bearer(const struct daemon *d, const char *method, const char *path,
                 const char *body, const char *token, struct http_resp *r);
 

@@ -848,12 +848,33 @@ START_TEST(test_agent_endpoints)
     json_decref(p);
 
     snprintf(body, sizeof(body), "{\"pilot\": %lld, \"agent_id\": %lld}", ida, aid);
-    ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, NULL, NULL, 0), 401);
+    ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, "", NULL, 0), 401);
+    /* qtaud's own token is not a pilot's */
+    ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, d.token, NULL, 0), 401);
     ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, "not-the-token", NULL, 0), 401);
     ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, tb, NULL, 0), 401);
     ck_assert_int_eq(agent_call("/v1/agent/heartbeat", body, ta, NULL, 0), 200);
-    /* a pilot token opens nothing but the agent calls */
-    ck_assert_int_eq(agent_call("/v1/agent/heartbeat?token=x", body, ta, NULL, 0), 400);
+    /* a pilot token opens nothing but the agent calls, and never in a URL */
+    ck_assert_int_eq(agent_call("/v1/agent/heartbeat?token=x", body, ta, NULL, 0), 401);
+    {
+        static const char *const owner_only[][2] = {
+            { "GET", "/v1/tasks" }, { "GET", "/v1/pilots" }, { "GET", "/v1/pilots/a" },
+            { "GET", "/v1/metrics.csv" }, { "DELETE", "/v1/pilots/a" },
+        };
+        struct http_resp r;
+
+        for (size_t i = 0; i < sizeof(owner_only) / sizeof(owner_only[0]); i++) {
+            ck_assert_int_eq(http_bearer(&d, owner_only[i][0], owner_only[i][1], NULL,
+                                         ta, &r), 0);
+            ck_assert_msg(r.status == 401, "%s %s with a pilot token: %ld",
+                          owner_only[i][0], owner_only[i][1], r.status);
+            http_resp_free(&r);
+        }
+        ck_assert_int_eq(http_bearer(&d, "POST", "/v1/tasks", "{\"command\": \"true\"}",
+                                     ta, &r), 0);
+        ck_assert_int_eq(r.status, 401);
+        http_resp_free(&r);
+    }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         snprintf(body, sizeof(body), "{\"pilot\": %lld, %s", ida, bad[i].rest);
         ck_assert_msg(agent_call(bad[i].path, body, ta, field, sizeof(field)) == 400,
