@@ -57,6 +57,7 @@
 #include <jansson.h>
 
 #include "agent/conf.h"
+#include "agent/guard.h"
 #include "agent/http.h"
 #include "agent/pool.h"
 #include "agent/task.h"
@@ -955,6 +956,10 @@ int main(int argc, char **argv)
     }
     log_ident = "qtau-agent";
     log_threshold = conf.log_level;
+    /* first: the guardian must be forked while there is one thread */
+    if (guard_start() < 0)
+        log_warn("no guardian (%s): if this agent is killed, its tasks run on",
+                 strerror(errno));
 
     /* Before any thread exists, so all inherit the mask and only
      * sigwaitinfo() in the signal thread sees these.  SIGPIPE: a dropped

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/guard.h"
 #include "agent/pool.h"
 #include "common/log.h"
 #include "common/timeutil.h"
@@ -39,6 +40,7 @@ struct worker {
     bool started;
     struct exec_ctl *ctl;
     struct agent_task *cur;     /* running task, NULL when idle */
+    pid_t pgid;                 /* its process group, 0 before it started */
     char why[160];              /* error_msg for cur if cancelled by the agent */
 };
 
@@ -99,6 +101,15 @@ static void output_path(const struct pool *p, const struct agent_task *t,
              ext);
 }
 
+/* exec's on_spawn: the task's process group, for the guardian. */
+static void task_spawned(void *arg, pid_t pid)
+{
+    struct worker *w = arg;
+
+    w->pgid = pid;   /* the task leads its own session and group */
+    guard_watch(pid);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -128,11 +139,15 @@ static void *worker_main(void *arg)
             .argv = t->argv, .shell = t->shell, .env_add = t->env, .cwd = t->cwd,
             .stdout_path = out, .stderr_path = err,
             .timeout = t->timeout, .kill_grace = p->kill_grace,
+            .on_spawn = task_spawned, .on_spawn_arg = w,
         };
         pthread_mutex_unlock(&p->lock);
 
         log_debug("task %lld attempt %d: starting", (long long)t->id, t->attempt);
+        w->pgid = 0;
         exec_run(&spec, w->ctl, &res);
+        if (w->pgid > 0)
+            guard_forget(w->pgid);
         log_debug("task %lld attempt %d: %s%s%s", (long long)t->id, t->attempt,
                   agent_outcome_name(res.outcome), res.error_msg[0] ? ": " : "",
                   res.error_msg);

@@ -14,12 +14,15 @@
 #include "config.h"
 
 #include <check.h>
+#include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -100,6 +103,23 @@ static void *killer(void *arg)
     return NULL;
 }
 
+/* SQLite's integrity check of the store in dir says ok. */
+static void store_integrity_ok(const char *dir)
+{
+    char path[400];
+    sqlite3 *db;
+    sqlite3_stmt *st;
+
+    snprintf(path, sizeof(path), "%s/qtaud.db", dir);
+    ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL),
+                     SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 START_TEST(test_kill_loop)
 {
     const char *env = getenv("QTAUD_KILL_ROUNDS");
@@ -107,12 +127,10 @@ START_TEST(test_kill_loop)
     unsigned seed = (unsigned)time(NULL);
     struct http_resp r;
     size_t pos = 0;
-    char **fields, path[300];
+    char **fields;
     size_t nfields;
     int *rows;
     bool *succeeded;
-    sqlite3 *db;
-    sqlite3_stmt *st;
 
     fprintf(stderr, "test_kill_loop: %d rounds, seed %u\n", rounds, seed);
     srand(seed);
@@ -190,14 +208,7 @@ START_TEST(test_kill_loop)
     }
     free(rows);
     free(succeeded);
-    snprintf(path, sizeof(path), "%s/qtaud.db", d.dir);
-    ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL),
-                     SQLITE_OK);
-    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-    ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "ok");
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    store_integrity_ok(d.dir);
     fprintf(stderr, "test_kill_loop: %lld tasks submitted, all ended once\n", max_id);
 }
 END_TEST
@@ -326,8 +337,7 @@ static long submit_until_accepted(char *msg, size_t len)
 /* A state dir on a full file system: new work is a 503 naming the cause,
  * what was acknowledged stays, qtaud keeps serving, and it takes work
  * again once there is room.  Needs root (a small tmpfs mount); skipped,
- * and said so, without it.  (A read-only remount is refused while qtaud
- * holds the store open for writing, so that case is not made here.) */
+ * and said so, without it. */
 START_TEST(test_store_full)
 {
     char dir[128], cmd[400], msg[400], filler[200];
@@ -387,6 +397,126 @@ START_TEST(test_store_full)
 }
 END_TEST
 
+/* Runs a shell command, quiet; returns its exit status (-1: no exit). */
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/*
+ * The store's file system turns read-only under a running qtaud, the way
+ * the kernel does it after a disk error: ext4 on a loop device, mounted
+ * errors=remount-ro, told to fail through its trigger_fs_error knob (a
+ * plain remount,ro is refused while the store is open for writing).  New
+ * work is a 503 with SQLite's reason, reads go on, qtaud stops when told;
+ * after fsck and a rw mount, everything acknowledged is there, nothing
+ * refused is, and the store is intact.  Needs root and loop devices;
+ * skipped, and said so, without them.  --durability full: what was
+ * acknowledged must be on the disk, not in the page cache the failing
+ * file system drops.
+ */
+START_TEST(test_store_read_only)
+{
+    char img[] = "/tmp/qtaud-ro-XXXXXX", mnt[128], loop[64] = "", msg[400];
+    const char *const args[] = { "--no-local-pilot", "--durability", "full", NULL };
+    long status;
+    json_t *t;
+    FILE *p;
+    int fd = mkstemp(img);
+
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    snprintf(mnt, sizeof(mnt), "%s.mnt", img);
+    ck_assert_int_eq(mkdir(mnt, 0700), 0);
+    if (sh("truncate -s 64M %s && mkfs.ext4 -q %s >/dev/null 2>&1", img, img) != 0) {
+        fprintf(stderr, "test_store_read_only: SKIPPED: no mkfs.ext4\n");
+        goto out;
+    }
+    {
+        char cmd[300];
+
+        snprintf(cmd, sizeof(cmd), "losetup -f --show %s 2>/dev/null", img);
+        p = popen(cmd, "r");
+        if (!p || !fgets(loop, sizeof(loop), p))
+            loop[0] = '\0';
+        if (p)
+            pclose(p);
+        loop[strcspn(loop, "\n")] = '\0';
+    }
+    /* a loop device keeps a read-only flag someone set on it before */
+    if (!loop[0] || sh("blockdev --setrw %s", loop) != 0
+        || sh("mount -o errors=remount-ro %s %s 2>/dev/null", loop, mnt) != 0) {
+        fprintf(stderr, "test_store_read_only: SKIPPED: cannot attach and mount a "
+                        "loop device (needs root and /dev/loop*)\n");
+        goto out;
+    }
+    snprintf(d.dir, sizeof(d.dir), "%s/state", mnt);
+    ck_assert_msg(mkdir(d.dir, 0700) == 0, "mkdir %s: %s", d.dir, strerror(errno));
+    ck_assert_int_eq(daemon_start(&d, args), 0);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(submit_array(5, msg, sizeof(msg)), 201);   /* tasks 1-20 */
+
+    ck_assert_int_eq(sh("echo qtaud-test > /sys/fs/ext4/%s/trigger_fs_error",
+                        strrchr(loop, '/') + 1), 0);
+    ck_assert_int_ne(sh("touch %s/probe 2>/dev/null", mnt), 0);   /* read-only now */
+    for (int i = 0; i < 3; i++) {
+        status = submit_array(5, msg, sizeof(msg));
+        ck_assert_msg(status == 503, "read-only store answered %ld (%s)", status, msg);
+        ck_assert_msg(strstr(msg, "read") != NULL || strstr(msg, "I/O") != NULL,
+                      "message does not say why: %s", msg);
+    }
+    json_decref(http_json(&d, "GET", "/v1/health", NULL, 200));
+    t = http_json(&d, "GET", "/v1/tasks/20", NULL, 200);
+    ck_assert_str_eq(jstr(t, "state"), "PENDING");
+    json_decref(t);
+    {
+        int ws = daemon_stop(&d, SIGTERM);
+
+        ck_assert_msg(WIFEXITED(ws), "qtaud died of signal %d on a read-only store",
+                      WIFSIGNALED(ws) ? WTERMSIG(ws) : 0);
+    }
+
+    /* the admin's repair: unmount, fsck, mount read-write again */
+    ck_assert_int_eq(sh("umount %s", mnt), 0);
+    ck_assert_int_le(sh("e2fsck -fy %s >/dev/null 2>&1", loop), 1);
+    ck_assert_int_eq(sh("mount %s %s", loop, mnt), 0);
+    ck_assert_int_eq(daemon_start(&d, args), 0);
+    t = http_json(&d, "GET", "/v1/tasks?limit=1000", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(t, "tasks")), 20);
+    json_decref(t);
+    ck_assert_int_eq(submit_array(5, msg, sizeof(msg)), 201);
+    ck_assert_int_eq(WEXITSTATUS(daemon_stop(&d, SIGTERM)), 0);
+    store_integrity_ok(d.dir);
+    d.dir[0] = '\0';
+out:
+    if (loop[0]) {
+        sh("umount %s 2>/dev/null", mnt);
+        sh("losetup -d %s", loop);
+    }
+    rmdir(mnt);
+    unlink(img);
+}
+END_TEST
+
+/* After the test case, in the parent process: whatever a failed
+ * test_store_read_only left mounted or attached goes. */
+static void read_only_cleanup(void)
+{
+    sh("awk '$2 ~ /^\\/tmp\\/qtaud-ro-/ { print $2 }' /proc/mounts | "
+       "xargs -r -n1 umount 2>/dev/null; "
+       "losetup -a 2>/dev/null | grep /tmp/qtaud-ro- | cut -d: -f1 | "
+       "xargs -r -n1 losetup -d 2>/dev/null; rm -rf /tmp/qtaud-ro-*");
+}
+
 int main(void)
 {
     Suite *s = suite_create("recovery");
@@ -395,9 +525,11 @@ int main(void)
     int failed;
 
     tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_unchecked_fixture(tc, NULL, read_only_cleanup);
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_orphan_stopped);
     tcase_add_test(tc, test_store_full);
+    tcase_add_test(tc, test_store_read_only);
     tcase_add_test(tc, test_kill_loop);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);

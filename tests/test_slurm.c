@@ -718,6 +718,69 @@ START_TEST(test_agent_lost)
 }
 END_TEST
 
+/* How many processes run a command line holding marker. */
+static int processes_with(const char *marker)
+{
+    char cmd[200], line[64] = "";
+    FILE *p;
+
+    snprintf(cmd, sizeof(cmd), "pgrep -c -f '%s'", marker);
+    p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    if (!fgets(line, sizeof(line), p))
+        line[0] = '\0';
+    pclose(p);
+    return atoi(line);
+}
+
+/* An agent killed with SIGKILL mid-task: its task (a shell and the
+ * grandchild it waits for) does not run on beside the next attempt, the
+ * lost attempt gets its metrics row, and the task finishes elsewhere. */
+START_TEST(test_agent_killed_mid_task)
+{
+    json_t *p, *t;
+    long long id, apid;
+    struct rows m;
+    bool lost_row = false;
+
+    cluster_start((const char *const[]){ "--no-local-pilot", NULL });
+    json_decref(http_json(&d, "POST", "/v1/pilots",
+                          "{\"name\": \"s8\", \"resource\": \"slurm\", \"cores_per_node\": 1}",
+                          201));
+    p = pilot_wait("s8", "RUNNING", 60);
+    apid = jint(json_array_get(json_object_get(p, "agents"), 0), "pid");
+    json_decref(p);
+    ck_assert_int_gt(apid, 1);
+    /* long inside SLURM, quick anywhere else; the sleep is a grandchild */
+    id = submit_one("{\"shell\": \"if [ -n \\\"$SLURM_JOB_ID\\\" ]; then sleep 173 & wait; fi\"}");
+    json_decref(task_wait_state(id, "RUNNING", 30));
+    for (int i = 0; i < 50 && processes_with("sleep 17[3]") == 0; i++)
+        usleep(100000);
+    ck_assert_int_gt(processes_with("sleep 17[3]"), 0);
+    ck_assert_int_eq(kill((pid_t)apid, SIGKILL), 0);
+
+    t = task_wait_state(id, "PENDING", 30);
+    ck_assert_int_eq(jint(t, "attempts"), 1);
+    json_decref(t);
+    for (int i = 0; i < 100 && processes_with("sleep 17[3]") > 0; i++)
+        usleep(100000);
+    ck_assert_msg(processes_with("sleep 17[3]") == 0,
+                  "the killed agent's task still runs");
+    json_decref(http_json(&d, "POST", "/v1/pilots", "{\"name\": \"l8\", \"cores\": 1}", 201));
+    t = wait_task(&d, id, 30);
+    ck_assert_str_eq(jstr(t, "state"), "SUCCESS");
+    ck_assert_str_eq(jstr(t, "run_pilot"), "l8");
+    ck_assert_int_eq(jint(t, "attempts"), 2);
+    json_decref(t);
+    metrics_rows(&m);
+    for (size_t i = 1; i < m.n; i++)
+        if (atoll(m.r[i][M_TASK]) == id && strcmp(m.r[i][M_ATTEMPT], "1") == 0)
+            lost_row = strcmp(m.r[i][M_STATUS], "FAILED") == 0;
+    ck_assert(lost_row);
+    rows_free(&m);
+}
+END_TEST
+
 /* qtaud killed and restarted while its SLURM pilot runs on: the pilot is
  * followed again by job id, its agent registers again, and the task that
  * finished while qtaud was down is reported once - one attempt, one
@@ -1017,6 +1080,7 @@ static Suite *slurm_suite(bool with_cluster)
     tcase_add_test(tc, test_agent_lost);
     tcase_add_test(tc, test_agent_endpoints);
     tcase_add_test(tc, test_daemon_restart_keeps_pilot);
+    tcase_add_test(tc, test_agent_killed_mid_task);
     tcase_add_test(tc, test_invalid_partition);
     tcase_add_test(tc, test_slurmctld_down);    /* last: it stops slurmctld */
     suite_add_tcase(s, tc);
