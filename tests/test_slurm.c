@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -718,6 +719,98 @@ START_TEST(test_agent_lost)
 }
 END_TEST
 
+/* qtaud killed with SIGKILL at random moments while its SLURM pilot's
+ * agent leases, runs and reports a stream of short tasks, and restarted
+ * on the same port each time: every acknowledged task ends SUCCESS once,
+ * with as many metrics rows as attempts and nothing after its success. */
+START_TEST(test_kill_loop_with_agent)
+{
+    enum { ROUNDS = 3, PER_ROUND = 150 };
+    unsigned seed = (unsigned)time(NULL);
+    long long first = 0, last = 0;
+    char listen[64];
+    struct rows m;
+    int *rows, *succ, status;
+
+    fprintf(stderr, "test_kill_loop_with_agent: seed %u\n", seed);
+    cluster_start((const char *const[]){ "--no-local-pilot", NULL });
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", d.port);
+    json_decref(http_json(&d, "POST", "/v1/pilots",
+                          "{\"name\": \"k\", \"resource\": \"slurm\", \"cores_per_node\": 2}",
+                          201));
+    json_decref(pilot_wait("k", "RUNNING", 60));
+    for (int round = 0; round < ROUNDS; round++) {
+        json_t *arr = json_array(), *ids;
+        char *text;
+
+        for (int i = 0; i < PER_ROUND; i++)
+            json_array_append_new(arr, json_pack("{s:s}", "shell",
+                                                 i % 10 ? "true" : "sleep 0.3"));
+        text = json_dumps(arr, JSON_COMPACT);
+        json_decref(arr);
+        ids = http_json(&d, "POST", "/v1/tasks", text, 201);
+        free(text);
+        ck_assert_ptr_nonnull(ids);
+        if (!first)
+            first = json_integer_value(json_array_get(json_object_get(ids, "ids"), 0));
+        last = json_integer_value(json_array_get(json_object_get(ids, "ids"),
+                                                 PER_ROUND - 1));
+        json_decref(ids);
+        usleep((useconds_t)(50000 + rand_r(&seed) % 1500000));
+        kill(d.pid, SIGKILL);
+        while (waitpid(d.pid, &status, 0) < 0)
+            ;
+        d.pid = 0;
+        usleep((useconds_t)(rand_r(&seed) % 1000000));   /* results pile up */
+        cluster_start((const char *const[]){ "--no-local-pilot", "--listen", listen, NULL });
+    }
+    for (long long id = first; id <= last; id++) {
+        json_t *t = wait_task(&d, id, 120);
+
+        ck_assert_msg(strcmp(jstr(t, "state"), "SUCCESS") == 0, "task %lld: %s (%s)", id,
+                      jstr(t, "state"), jstr(t, "error_msg"));
+        json_decref(t);
+    }
+    rows = calloc((size_t)(last + 1), sizeof(*rows));
+    succ = calloc((size_t)(last + 1), sizeof(*succ));
+    metrics_rows(&m);
+    for (size_t i = 1; i < m.n; i++) {
+        long long id = atoll(m.r[i][M_TASK]);
+        int attempt = atoi(m.r[i][M_ATTEMPT]);
+
+        ck_assert(id >= first && id <= last);
+        ck_assert_msg(succ[id] == 0, "task %lld: attempt %d after its success", id, attempt);
+        rows[id]++;
+        ck_assert_msg(attempt == rows[id], "task %lld: row for attempt %d is its row %d",
+                      id, attempt, rows[id]);
+        if (strcmp(m.r[i][M_STATUS], "SUCCESS") == 0)
+            succ[id] = attempt;
+    }
+    rows_free(&m);
+    for (long long id = first; id <= last; id++) {
+        char path[64];
+        json_t *t;
+
+        ck_assert_msg(succ[id] > 0, "task %lld has no SUCCESS row", id);
+        snprintf(path, sizeof(path), "/v1/tasks/%lld", id);
+        t = http_json(&d, "GET", path, NULL, 200);
+        ck_assert_int_eq(jint(t, "attempts"), rows[id]);
+        json_decref(t);
+    }
+    {
+        int again = 0;
+
+        for (long long id = first; id <= last; id++)
+            again += rows[id] > 1;
+        fprintf(stderr, "test_kill_loop_with_agent: %lld tasks, %d ran more than once\n",
+                last - first + 1, again);
+    }
+    free(rows);
+    free(succ);
+    json_decref(http_json(&d, "DELETE", "/v1/pilots/k", NULL, 200));
+}
+END_TEST
+
 /* How many processes run a command line holding marker. */
 static int processes_with(const char *marker)
 {
@@ -1081,6 +1174,7 @@ static Suite *slurm_suite(bool with_cluster)
     tcase_add_test(tc, test_agent_endpoints);
     tcase_add_test(tc, test_daemon_restart_keeps_pilot);
     tcase_add_test(tc, test_agent_killed_mid_task);
+    tcase_add_test(tc, test_kill_loop_with_agent);
     tcase_add_test(tc, test_invalid_partition);
     tcase_add_test(tc, test_slurmctld_down);    /* last: it stops slurmctld */
     suite_add_tcase(s, tc);
