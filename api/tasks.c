@@ -60,9 +60,17 @@ void api_tasks_show(struct route_ctx *c, struct reply *r)
         if (ws) {
             char *end;
 
+            /* plain decimal only: strtod alone would also take " 5",
+             * "0x10", "1e2" and "infinity" */
+            size_t digits = strspn(ws, "0123456789");
+            bool plain = digits > 0 && (ws[digits] == '\0'
+                                        || (ws[digits] == '.' && ws[digits + 1]
+                                            && strspn(ws + digits + 1, "0123456789")
+                                                   == strlen(ws + digits + 1)));
+
             errno = 0;
-            wait = strtod(ws, &end);
-            if (errno || end == ws || *end || !(wait >= 0) || wait > API_MAX_WAIT) {
+            wait = plain ? strtod(ws, &end) : -1;
+            if (!plain || errno || *end || !(wait >= 0) || wait > API_MAX_WAIT) {
                 qt_error_arg(&r->err, "wait",
                              "wait must be a number of seconds from 0 to %d",
                              API_MAX_WAIT);

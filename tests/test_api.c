@@ -984,9 +984,25 @@ START_TEST(test_long_poll_timeout)
     ck_assert_str_ne(jstr(t, "state"), "SUCCESS");
     ck_assert_int_ge(time(NULL) - t0, 1);
     json_decref(t);
-    t = http_json(&d, "GET", "/v1/tasks/1?wait=abc", NULL, 400);
-    ck_assert_ptr_nonnull(t);
-    json_decref(t);
+    {
+        /* seconds as plain decimals only, never what strtod would stretch to */
+        static const char *const bad[] = {
+            "abc", "0x10", "1e2", "inf", "nan", "%205", "-1", "+1", "1.", ".5", "601",
+            "1.5s", "",
+        };
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            char path[64];
+
+            snprintf(path, sizeof(path), "/v1/tasks/1?wait=%s", bad[i]);
+            t = http_json(&d, "GET", path, NULL, 400);
+            ck_assert_msg(t != NULL, "wait=%s was taken", bad[i]);
+            ck_assert_str_eq(jstr(json_object_get(t, "error"), "field"), "wait");
+            json_decref(t);
+        }
+    }
+    json_decref(http_json(&d, "GET", "/v1/tasks/1?wait=0.25", NULL, 200));
+    json_decref(http_json(&d, "GET", "/v1/tasks/1?wait=0", NULL, 200));
     t = http_json(&d, "GET", "/v1/tasks/77?wait=5", NULL, 404);
     ck_assert_ptr_nonnull(t);
     json_decref(t);
