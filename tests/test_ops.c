@@ -8,7 +8,8 @@
  * validate real answers against its schemas with a small validator for
  * the subset of JSON Schema the document uses - a subset this file also
  * checks the document keeps to, so the validator cannot silently skip a
- * keyword.
+ * keyword.  The "offline" case needs no daemon: the histogram's buckets
+ * and the document against the table.
  */
 #include "config.h"
 
@@ -24,6 +25,7 @@
 
 #include "api/internal.h"
 #include "common/buf.h"
+#include "common/hist.h"
 #include "tests/client.h"
 
 static struct daemon d;
@@ -58,6 +60,20 @@ static void wait_state(long long id, const char *want)
 {
     json_t *t = wait_task(&d, id, 60);
 
+    ck_assert_ptr_nonnull(t);
+    ck_assert_str_eq(jstr(t, "state"), want);
+    json_decref(t);
+}
+
+/* One long poll of task id (a no-op task: it ends well within the wait),
+ * which must answer with state want. */
+static void long_poll(long long id, const char *want)
+{
+    char path[64];
+    json_t *t;
+
+    snprintf(path, sizeof(path), "/v1/tasks/%lld?wait=120", id);
+    t = http_json(&d, "GET", path, NULL, 200);
     ck_assert_ptr_nonnull(t);
     ck_assert_str_eq(jstr(t, "state"), want);
     json_decref(t);
@@ -211,9 +227,10 @@ START_TEST(test_metrics_count_what_happened)
     for (int i = 0; i < N; i++)
         ids[i] = submit("{\"command\": [\"true\"]}");
     bad = submit("{\"shell\": \"exit 3\"}");
+    /* one long poll each (suspended, then resumed: counted once) */
     for (int i = 0; i < N; i++)
-        wait_state(ids[i], "SUCCESS");
-    wait_state(bad, "FAILED");
+        long_poll(ids[i], "SUCCESS");
+    long_poll(bad, "FAILED");
     /* a 404 on a route, and one on no route */
     ck_assert_int_eq(http(&d, "GET", "/v1/tasks/987654", NULL, NULL, &r), 0);
     ck_assert_int_eq(r.status, 404);
@@ -245,6 +262,8 @@ START_TEST(test_metrics_count_what_happened)
     /* requests by route template, never the URL */
     ck_assert_double_eq(sample(&a, "qtaud_http_requests_total{method=\"POST\","
                                    "route=\"/v1/tasks\",code=\"201\"}"), N + 1);
+    ck_assert_double_eq(sample(&a, "qtaud_http_requests_total{method=\"GET\","
+                                   "route=\"/v1/tasks/{}\",code=\"200\"}"), N + 1);
     ck_assert_double_eq(sample(&a, "qtaud_http_requests_total{method=\"GET\","
                                    "route=\"/v1/tasks/{}\",code=\"404\"}"), 1);
     ck_assert_double_eq(sample(&a, "qtaud_http_requests_total{method=\"other\","
@@ -390,6 +409,38 @@ START_TEST(test_metrics_pass_promtool)
     ck_assert_msg(strstr(out, "_total") != NULL, "promtool said: %s", out);
     free(out);
     scrape_free(&a);
+}
+END_TEST
+
+/* A value on a bound falls in that bucket (Prometheus' le), one above it
+ * in the next; past the last bound it counts only towards +Inf. */
+START_TEST(test_hist_buckets)
+{
+    static const double bounds[] = { 1, 10 };
+    static const struct { double v; size_t bucket; } cases[] = {
+        { 0, 0 }, { -3, 0 }, { 1, 0 }, { 1.0001, 1 }, { 10, 1 }, { 11, 2 },
+        { 1e9, 2 },
+    };
+    struct hist h;
+
+    hist_init(&h, bounds, 2);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t before = h.counts[cases[i].bucket];
+
+        hist_observe(&h, cases[i].v);
+        ck_assert_msg(h.counts[cases[i].bucket] == before + 1, "%g not in bucket %zu",
+                      cases[i].v, cases[i].bucket);
+    }
+    ck_assert_uint_eq(h.count, 7);
+    ck_assert_uint_eq(h.counts[0] + h.counts[1] + h.counts[2], 7);
+    ck_assert_double_eq_tol(h.sum, 0 + 0 + 1 + 1.0001 + 10 + 11 + 1e9, 1e-6);
+    /* the daemon's tables ascend and fit */
+    ck_assert_uint_le(hist_task_nbounds, HIST_MAX_BUCKETS);
+    ck_assert_uint_le(hist_commit_nbounds, HIST_MAX_BUCKETS);
+    for (size_t i = 1; i < hist_task_nbounds; i++)
+        ck_assert(hist_task_bounds[i] > hist_task_bounds[i - 1]);
+    for (size_t i = 1; i < hist_commit_nbounds; i++)
+        ck_assert(hist_commit_bounds[i] > hist_commit_bounds[i - 1]);
 }
 END_TEST
 
@@ -862,7 +913,8 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, test_metrics_pass_promtool);
     tcase_add_test(tc, test_openapi_served_and_answers_valid);
     suite_add_tcase(s, tc);
-    tc = tcase_create("document");
+    tc = tcase_create("offline");
+    tcase_add_test(tc, test_hist_buckets);
     tcase_add_test(tc, test_openapi_matches_route_table);
     tcase_add_test(tc, test_openapi_schemas_use_known_keywords);
     suite_add_tcase(s, tc);
