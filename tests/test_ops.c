@@ -634,6 +634,28 @@ static void check_answer(json_t *doc, const char *method, const char *url,
     http_resp_free(&r);
 }
 
+/* A GET whose answer is not JSON: its Content-Type is the media type the
+ * document gives for that status. */
+static void check_media(json_t *doc, const char *url, const char *docpath)
+{
+    struct http_resp r;
+    json_t *resp, *op;
+    const char *ct;
+    json_t *media;
+    char code[8];
+    bool found = false;
+
+    ck_assert_int_eq(http(&d, "GET", url, NULL, NULL, &r), 0);
+    ck_assert_msg(r.status == 200, "GET %s: %ld", url, r.status);
+    op = json_object_get(json_object_get(json_object_get(doc, "paths"), docpath), "get");
+    snprintf(code, sizeof(code), "%ld", r.status);
+    resp = deref(doc, json_object_get(json_object_get(op, "responses"), code));
+    json_object_foreach(json_object_get(resp, "content"), ct, media)
+        found = found || strncmp(r.content_type, ct, strlen(ct)) == 0;
+    ck_assert_msg(found, "GET %s: content type %s not documented", url, r.content_type);
+    http_resp_free(&r);
+}
+
 /* The route table's "{}" as the document's "{id}". */
 static void doc_path(const char *route, char *out, size_t len)
 {
@@ -859,6 +881,11 @@ START_TEST(test_openapi_served_and_answers_valid)
     wait_state(1, "SUCCESS");
     wait_state(3, "FAILED");
     check_answer(doc, "GET", "/v1/tasks/1", "/v1/tasks/{id}", NULL, 200);
+    check_media(doc, "/v1/tasks/1/stdout", "/v1/tasks/{id}/stdout");
+    check_media(doc, "/v1/tasks/1/stderr", "/v1/tasks/{id}/stderr");
+    check_media(doc, "/v1/metrics.csv", "/v1/metrics.csv");
+    check_media(doc, "/metrics", "/metrics");
+    check_media(doc, "/v1/openapi.json", "/v1/openapi.json");
     check_answer(doc, "GET", "/v1/tasks/3?wait=1", "/v1/tasks/{id}", NULL, 200);
     check_answer(doc, "GET", "/v1/tasks?limit=2", "/v1/tasks", NULL, 200);
     check_answer(doc, "GET", "/v1/tasks?state=FAILED", "/v1/tasks", NULL, 200);
