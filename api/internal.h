@@ -5,6 +5,7 @@
 #ifndef QT_API_INTERNAL_H
 #define QT_API_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -49,6 +50,13 @@ struct request {
     struct qt_error stash_err;
 };
 
+/* Request counters: one per route (and one for requests that matched
+ * none) and status 100..599, flat, index route * API_STATUS_SLOTS +
+ * status - API_STATUS_MIN.  The route, never the URL, bounds the
+ * series. */
+#define API_STATUS_MIN 100
+#define API_STATUS_SLOTS 500
+
 /* One libmicrohttpd daemon per listener: TCP, and the UNIX socket. */
 struct listener {
     struct api *api;
@@ -64,6 +72,7 @@ struct api {
     struct api_config cfg;
     char *db_path;
     double start_time;
+    atomic_uint_fast64_t *requests;   /* (api_nroutes + 1) * API_STATUS_SLOTS */
 };
 
 struct route_ctx {
@@ -112,6 +121,18 @@ void api_agent_register(struct route_ctx *c, struct reply *r);
 void api_agent_lease(struct route_ctx *c, struct reply *r);
 void api_agent_report(struct route_ctx *c, struct reply *r);
 void api_agent_heartbeat(struct route_ctx *c, struct reply *r);
+
+void api_metrics_prom(struct route_ctx *c, struct reply *r);
+void api_openapi(struct route_ctx *c, struct reply *r);
+
+/* Counts one answered request of route index route (api_nroutes: it
+ * matched no route) with its status. */
+void api_count_request(struct api *a, size_t route, int status);
+
+/* The OpenAPI document (api/openapi.json), generated into the build at
+ * make time; not NUL-terminated. */
+extern const unsigned char api_openapi_json[];
+extern const size_t api_openapi_json_len;
 
 /* Helpers for handlers */
 /* A sched_waiter's fire(): hands the suspended connection of the request

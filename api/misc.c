@@ -1,8 +1,9 @@
 /*
- * misc.c - /v1/health and /v1/metrics.csv.
+ * misc.c - /v1/health, /v1/metrics.csv and /v1/openapi.json.
  */
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/internal.h"
@@ -60,4 +61,21 @@ void api_metrics_csv(struct route_ctx *c, struct reply *r)
     r->status = 200;
     r->raw = buf_detach(&out, &r->raw_len);
     r->content_type = "text/csv; charset=utf-8";
+}
+
+/* The document is compiled in (openapi_json.c, made from api/openapi.json
+ * at build time), so what is served is what the binary was built with. */
+void api_openapi(struct route_ctx *c, struct reply *r)
+{
+    (void)c;
+    r->raw = malloc(api_openapi_json_len + 1);
+    if (!r->raw) {
+        qt_error_set(&r->err, 503, "unavailable", NULL, "out of memory");
+        api_reply_json(r, 503, NULL, &r->err);
+        return;
+    }
+    memcpy(r->raw, api_openapi_json, api_openapi_json_len);
+    r->raw_len = api_openapi_json_len;
+    r->status = 200;
+    r->content_type = "application/json";
 }

@@ -35,6 +35,9 @@ const struct route api_routes[] = {
     { "POST", "/v1/agent/lease", api_agent_lease, no_query, true, AUTH_PILOT },
     { "POST", "/v1/agent/report", api_agent_report, no_query, true, AUTH_PILOT },
     { "POST", "/v1/agent/heartbeat", api_agent_heartbeat, no_query, true, AUTH_PILOT },
+    { "GET", "/v1/openapi.json", api_openapi, no_query, false, AUTH_OWNER },
+    /* outside /v1, where Prometheus looks by default */
+    { "GET", "/metrics", api_metrics_prom, no_query, false, AUTH_OWNER },
 };
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);
 

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -57,6 +58,17 @@ static struct MHD_Response *response_from_json(json_t *json)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             "application/json");
     return resp;
+}
+
+void api_count_request(struct api *a, size_t route, int status)
+{
+    if (route > api_nroutes)
+        route = api_nroutes;
+    if (status < API_STATUS_MIN || status >= API_STATUS_MIN + API_STATUS_SLOTS)
+        status = API_STATUS_MIN + API_STATUS_SLOTS - 1;   /* never, with MHD */
+    atomic_fetch_add_explicit(&a->requests[route * API_STATUS_SLOTS
+                                           + (size_t)(status - API_STATUS_MIN)],
+                              1, memory_order_relaxed);
 }
 
 void api_waiter_resume(struct sched_waiter *w)
@@ -257,6 +269,19 @@ static bool access_allowed(struct api *a, struct request *req,
     return false;
 }
 
+/* Queues r and counts it under its route (api_nroutes: none) and final
+ * status: one relaxed atomic add, so the counters cost the hot path
+ * nothing it would notice and need no lock. */
+static enum MHD_Result answer(struct api *a, size_t ri,
+                              struct MHD_Connection *conn, struct reply *r,
+                              const char *allow)
+{
+    enum MHD_Result ret = queue_reply(conn, r, allow);
+
+    api_count_request(a, ri, r->status);
+    return ret;
+}
+
 /* Routes a complete request and queues its answer. */
 static enum MHD_Result dispatch(struct api *a, struct request *req,
                                 struct MHD_Connection *conn, const char *url,
@@ -268,7 +293,7 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
     bool path_known = false;
     struct route_ctx c = { .api = a, .req = req, .conn = conn };
     struct query_check qc = { NULL, NULL };
-    enum MHD_Result ret;
+    size_t ri = api_nroutes;    /* the route, for the request counters */
 
     for (size_t i = 0; i < api_nroutes; i++) {
         if (!path_match(api_routes[i].path, url, param, sizeof(param)))
@@ -276,6 +301,7 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
         path_known = true;
         if (strcmp(api_routes[i].method, method) == 0) {
             route = &api_routes[i];
+            ri = i;
             break;
         }
         if (strlen(allow) + strlen(api_routes[i].method) + 3 < sizeof(allow)) {
@@ -291,14 +317,14 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
             snprintf(msg, sizeof(msg), "method %.16s not allowed here; allowed: %s",
                      method, allow);
             reply_error(&r, 405, "method_not_allowed", NULL, msg);
-            return queue_reply(conn, &r, allow);
+            return answer(a, ri, conn, &r, allow);
         }
         reply_error(&r, 404, "not_found", NULL, "no such endpoint");
-        return queue_reply(conn, &r, NULL);
+        return answer(a, ri, conn, &r, NULL);
     }
     c.param = param[0] ? param : NULL;
     if (!access_allowed(a, req, conn, route, &r))
-        return queue_reply(conn, &r, NULL);
+        return answer(a, ri, conn, &r, NULL);
 
     qc.allowed = route->query;
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, query_check_one, &qc);
@@ -307,11 +333,11 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
 
         snprintf(msg, sizeof(msg), "unknown query parameter '%.64s'", qc.bad);
         reply_error(&r, 400, "invalid_argument", qc.bad, msg);
-        return queue_reply(conn, &r, NULL);
+        return answer(a, ri, conn, &r, NULL);
     }
     if (req->nul_in_url) {
         reply_error(&r, 400, "invalid_argument", NULL, "the URL holds a NUL byte (%00)");
-        return queue_reply(conn, &r, NULL);
+        return answer(a, ri, conn, &r, NULL);
     }
     if (req->too_large) {
         char msg[96];
@@ -319,7 +345,7 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
         snprintf(msg, sizeof(msg), "request body larger than %zu bytes",
                  a->cfg.max_body);
         reply_error(&r, 413, "payload_too_large", NULL, msg);
-        return queue_reply(conn, &r, NULL);
+        return answer(a, ri, conn, &r, NULL);
     }
     if (route->has_body) {
         json_error_t jerr;
@@ -327,11 +353,11 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
         if (!content_type_json(conn)) {
             reply_error(&r, 415, "unsupported_media_type", NULL,
                         "send the body as Content-Type: application/json");
-            return queue_reply(conn, &r, NULL);
+            return answer(a, ri, conn, &r, NULL);
         }
         if (req->body.len == 0) {
             reply_error(&r, 400, "invalid_json", NULL, "the request body is empty");
-            return queue_reply(conn, &r, NULL);
+            return answer(a, ri, conn, &r, NULL);
         }
         c.body = json_loadb(req->body.data, req->body.len,
                             JSON_REJECT_DUPLICATES | JSON_DECODE_ANY
@@ -342,20 +368,19 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
             snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s",
                      jerr.line, jerr.column, jerr.text);
             reply_error(&r, 400, "invalid_json", NULL, msg);
-            return queue_reply(conn, &r, NULL);
+            return answer(a, ri, conn, &r, NULL);
         }
     } else if (req->body.len > 0) {
         reply_error(&r, 400, "invalid_argument", NULL,
                     "this endpoint takes no request body");
-        return queue_reply(conn, &r, NULL);
+        return answer(a, ri, conn, &r, NULL);
     }
 
     route->fn(&c, &r);
     json_decref(c.body);
     if (r.suspended)
         return MHD_YES;
-    ret = queue_reply(conn, &r, NULL);
-    return ret;
+    return answer(a, ri, conn, &r, NULL);
 }
 
 /* Called with each request's raw URL, before libmicrohttpd decodes it: the
@@ -515,6 +540,7 @@ static void api_free(struct api *a)
     free(a->unix_path);
     free(a->token);
     free(a->db_path);
+    free(a->requests);
     free(a);
 }
 
@@ -530,6 +556,12 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
                      | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 
     if (!a) {
+        qt_error_set(err, 503, "unavailable", NULL, "out of memory");
+        return NULL;
+    }
+    a->requests = calloc((api_nroutes + 1) * API_STATUS_SLOTS, sizeof(*a->requests));
+    if (!a->requests) {
+        free(a);
         qt_error_set(err, 503, "unavailable", NULL, "out of memory");
         return NULL;
     }

@@ -209,22 +209,34 @@ static int64_t task_pilot(const struct task *t)
     return t->state == TASK_PENDING ? t->pilot_id : t->run_pilot_id;
 }
 
-static void counts_add(struct sched *s, const struct task *t, int delta)
+/* Returns the pilot t counts against, NULL for none. */
+static struct pilot *counts_add(struct sched *s, const struct task *t, int delta)
 {
     struct pilot *p = task_pilot(t) ? sched_pilot_by_id(s, task_pilot(t)) : NULL;
 
     s->counts[t->state] += delta;
     if (p)
         p->counts[t->state] += delta;
+    return p;
 }
 
 void sched_task_transition(struct sched *s, struct task *t,
                             enum task_state state, int64_t run_pilot_id)
 {
+    struct pilot *p;
+
     counts_add(s, t, -1);
     t->state = state;
     t->run_pilot_id = run_pilot_id;
-    counts_add(s, t, +1);
+    p = counts_add(s, t, +1);
+    /* the ended counters follow the state gauges' attribution, so that a
+     * pilot's counter and its gauge tell the same story */
+    if (task_state_terminal(state)) {
+        if (p)
+            p->ended[state]++;
+        else
+            s->any_ended[state]++;
+    }
 }
 
 static void waiter_unlink(struct sched *s, struct sched_waiter *w)
@@ -371,6 +383,8 @@ void sched_task_finish(struct sched *s, struct task *t, struct pilot *p,
     t->deferred = NULL;
     t->start_time = res->start_time;
     t->end_time = res->end_time;
+    if (res->start_time > 0)
+        hist_observe(&s->run_hist, res->end_time - res->start_time);
     t->exit_code = res->exit_code;
     t->term_signal = res->term_signal;
     free(t->error_msg);
@@ -461,6 +475,8 @@ void sched_task_start(struct sched *s, struct task *t, struct pilot *p,
     t->attempts++;
     t->start_time = time_now();
     t->end_time = 0;
+    /* from submission: a retried attempt's wait includes the earlier ones */
+    hist_observe(&s->wait_hist, t->start_time - t->submit_time);
     t->exit_code = -1;
     t->term_signal = 0;
     free(t->error_msg);
@@ -1142,6 +1158,10 @@ json_t *sched_tasks_submit(struct sched *s, json_t *body, struct qt_error *err)
 
         s->tasks[t->id] = t;
         counts_add(s, t, +1);
+        if (p)
+            p->submitted++;
+        else
+            s->any_submitted++;
         if (p && pilot_state_terminal(p->state)) {
             char msg[384];
 
@@ -1487,6 +1507,8 @@ struct sched *sched_create(const struct sched_config *cfg, struct db_writer *w,
     if (s->cfg.agent_timeout <= 0)
         s->cfg.agent_timeout = 60;
     s->w = w;
+    hist_init(&s->wait_hist, hist_task_bounds, hist_task_nbounds);
+    hist_init(&s->run_hist, hist_task_bounds, hist_task_nbounds);
     snprintf(s->output_dir, sizeof(s->output_dir), "%s/output", cfg->state_dir);
     if (mkdir(s->output_dir, 0700) < 0 && errno != EEXIST) {
         qt_error_set(err, 503, "unavailable", NULL, "cannot create %s: %s",
@@ -1680,4 +1702,55 @@ void sched_set_agent_url(struct sched *s, const char *url)
 int sched_sync(struct sched *s, struct qt_error *err)
 {
     return db_writer_sync(s->w, err);
+}
+
+/* One copy under the lock, so a scrape sees the counters of one moment
+ * and holds the lock only for the copy (a few hundred bytes a pilot). */
+int sched_stats_get(struct sched *s, struct sched_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    pthread_mutex_lock(&s->lock);
+    st->pilots = calloc(s->npilots ? s->npilots : 1, sizeof(*st->pilots));
+    if (!st->pilots) {
+        pthread_mutex_unlock(&s->lock);
+        errno = ENOMEM;
+        return -1;
+    }
+    st->npilots = s->npilots;
+    snprintf(st->any.name, sizeof(st->any.name), "ANY");
+    st->any.submitted = s->any_submitted;
+    for (int i = 0; i < NSTATES; i++) {
+        /* what no pilot counts is what is left of the totals */
+        st->any.tasks[i] = s->counts[i];
+        st->any.ended[i] = s->any_ended[i];
+    }
+    for (size_t k = 0; k < s->npilots; k++) {
+        const struct pilot *p = s->pilots[k];
+        struct sched_pilot_stats *ps = &st->pilots[k];
+
+        snprintf(ps->name, sizeof(ps->name), "%s", p->name);
+        ps->resource = (int)p->resource;
+        ps->state = (int)p->state;
+        ps->submitted = p->submitted;
+        for (int i = 0; i < NSTATES; i++) {
+            ps->tasks[i] = p->counts[i];
+            ps->ended[i] = p->ended[i];
+            st->any.tasks[i] -= p->counts[i];
+        }
+    }
+    st->wait = s->wait_hist;
+    st->run = s->run_hist;
+    pthread_mutex_unlock(&s->lock);
+    /* the writer's own lock, not taken under the scheduler's */
+    db_writer_get_stats(s->w, &st->writer);
+    return 0;
+}
+
+void sched_stats_release(struct sched_stats *st)
+{
+    if (!st)
+        return;
+    free(st->pilots);
+    st->pilots = NULL;
+    st->npilots = 0;
 }

@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 
 #include "common/error.h"
+#include "common/hist.h"
 #include "db/db.h"
 
 struct sched;
@@ -127,6 +128,33 @@ int sched_pilot_id(struct sched *s, const char *ref, int64_t *id,
  * as (slurm_drv_describe's form), without submitting it; tests check the
  * optional fields with it.  A new reference, or NULL with err. */
 json_t *slurm_pilot_describe(struct sched *s, json_t *body, struct qt_error *err);
+
+/* What /metrics exports (api/prom.c).  Counters count since this start;
+ * gauges are the moment of the call.  Indexes are enum task_state. */
+#define SCHED_NTASK_STATES 5
+struct sched_pilot_stats {
+    char name[72];             /* pilot names are at most 64 bytes */
+    int resource;              /* enum pilot_resource */
+    int state;                 /* enum pilot_state */
+    int tasks[SCHED_NTASK_STATES];       /* by state, now */
+    uint64_t submitted;                  /* tasks submitted naming it */
+    uint64_t ended[SCHED_NTASK_STATES];  /* reached SUCCESS, FAILED, CANCELED */
+};
+struct sched_stats {
+    struct sched_pilot_stats *pilots;    /* owned by the struct */
+    size_t npilots;
+    /* "ANY": tasks on no pilot - waiting for any pilot, or ended before
+     * one took them - and submissions that named none */
+    struct sched_pilot_stats any;
+    struct hist wait;          /* submission -> attempt start, seconds */
+    struct hist run;           /* attempt start -> end, seconds */
+    struct db_writer_stats writer;
+};
+/* Fills st (release it with sched_stats_release).  Returns 0, or -1 with
+ * errno (ENOMEM). */
+int sched_stats_get(struct sched *s, struct sched_stats *st);
+/* Frees what st holds; NULL ok. */
+void sched_stats_release(struct sched_stats *st);
 
 /* Applies settings a running scheduler can change (SIGHUP). */
 void sched_reconfigure(struct sched *s, double kill_grace, int max_requeues,

@@ -19,11 +19,12 @@
 
 #include "common/enums.h"
 #include "common/exec.h"
+#include "common/hist.h"
 #include "daemon/sched.h"
 #include "daemon/spec.h"
 #include "db/db.h"
 
-#define NSTATES 5
+#define NSTATES SCHED_NTASK_STATES
 /* ANY tasks a worker looks past when they can never fit its pilot. */
 #define PICK_SCAN_LIMIT 64
 #define LIST_DEFAULT_LIMIT 100
@@ -100,6 +101,9 @@ struct pilot {
     int free_slots;
     double create_time, start_time, end_time;
     int counts[NSTATES];        /* tasks by state (see task_pilot()) */
+    uint64_t submitted;         /* tasks submitted naming it, this run */
+    uint64_t ended[NSTATES];    /* tasks that reached a terminal state
+                                   counted against it, this run */
 
     struct task_queue queue;    /* PENDING tasks that name this pilot */
     pthread_cond_t cond;        /* work or slots may be available */
@@ -141,6 +145,12 @@ struct sched {
     int counts[NSTATES];
     int running;
     bool draining;
+    /* for /metrics, since this start: what no pilot counts (ANY tasks
+     * submitted, tasks that ended before any pilot took them), and the
+     * wait (submit -> start) and run (start -> end) times of attempts */
+    uint64_t any_submitted;
+    uint64_t any_ended[NSTATES];
+    struct hist wait_hist, run_hist;
 
     struct sched_waiter *waiters;  /* registered long polls */
     pthread_t timer;

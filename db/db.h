@@ -23,6 +23,7 @@
 
 #include "common/buf.h"
 #include "common/error.h"
+#include "common/hist.h"
 
 #define DB_SCHEMA_VERSION 3
 
@@ -143,7 +144,9 @@ struct db_writer_stats {
     uint64_t commits;
     uint64_t changes;
     uint64_t failures;
-    size_t queue_depth;
+    size_t queue_depth;          /* changes queued, not yet taken */
+    struct hist commit_seconds;  /* each batch's transaction, committed
+                                    or not (hist_commit_bounds) */
 };
 void db_writer_get_stats(struct db_writer *w, struct db_writer_stats *st);
 

@@ -29,6 +29,7 @@
 
 #include "common/enums.h"
 #include "common/log.h"
+#include "common/timeutil.h"
 #include "db/db.h"
 #include "db/schema.h"
 
@@ -363,6 +364,7 @@ static void *writer_main(void *arg)
         struct op *batch, *last, *poison;
         uint64_t upto;
         size_t changes;
+        double t0, t1;
         char why[sizeof(w->failure)];
         int rc;
 
@@ -385,9 +387,12 @@ static void *writer_main(void *arg)
         }
         pthread_mutex_unlock(&w->lock);
 
+        t0 = time_mono();
         rc = commit_batch(w, batch, &changes, why, sizeof(why), &poison);
+        t1 = time_mono();
 
         pthread_mutex_lock(&w->lock);
+        hist_observe(&w->stats.commit_seconds, t1 - t0);
         if (rc < 0 && poison) {
             /* retrying cannot help it, and it must not hold back the rest:
              * its waiter is told it failed, the others go again at once */
@@ -464,6 +469,7 @@ struct db_writer *db_writer_start(sqlite3 *db)
     pthread_cond_init(&w->wake, NULL);
     pthread_cond_init(&w->done, NULL);
     w->tail = &w->head;
+    hist_init(&w->stats.commit_seconds, hist_commit_bounds, hist_commit_nbounds);
     rc = pthread_create(&w->thread, NULL, writer_main, w);
     if (rc != 0) {
         errno = rc;
