@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <stddef.h>
 #include <unistd.h>
@@ -370,7 +371,16 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
 
     memset(&sa4, 0, sizeof(sa4));
     memset(&sa6, 0, sizeof(sa6));
-    if (inet_pton(AF_INET, cfg->host, &sa4.sin_addr) == 1) {
+    if (cfg->listen_fd >= 0) {
+        /* systemd's socket: served as it is, its address is systemd's */
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+
+        sa = NULL;
+        if (getsockname(cfg->listen_fd, (struct sockaddr *)&ss, &len) == 0
+            && ss.ss_family == AF_INET6)
+            flags |= MHD_USE_IPv6;
+    } else if (inet_pton(AF_INET, cfg->host, &sa4.sin_addr) == 1) {
         sa4.sin_family = AF_INET;
         sa4.sin_port = htons((uint16_t)cfg->port);
         sa = (const struct sockaddr *)&sa4;
@@ -389,7 +399,8 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
     }
     {
         struct MHD_OptionItem opts[] = {
-            { MHD_OPTION_SOCK_ADDR, 0, (void *)sa },
+            sa ? (struct MHD_OptionItem){ MHD_OPTION_SOCK_ADDR, 0, (void *)sa }
+               : (struct MHD_OptionItem){ MHD_OPTION_LISTEN_SOCKET, cfg->listen_fd, NULL },
             { MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout, NULL },
             { MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL },
             { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, a },
@@ -401,7 +412,8 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
             { MHD_OPTION_END, 0, NULL },
         };
 
-        a->mhd = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL,
+        /* port 0 with a passed socket: MHD then reads the socket's own */
+        a->mhd = MHD_start_daemon(flags, (uint16_t)(sa ? cfg->port : 0), NULL, NULL,
                                   access_handler, a, MHD_OPTION_ARRAY, opts,
                                   MHD_OPTION_END);
     }
