@@ -241,17 +241,15 @@ int main(int argc, char **argv)
     set_agent_url(s, &cfg, listen_host, hostname, port);
     if (write_port_file(cfg.state_dir, port) < 0)
         log_warn("cannot write %s/port: %s", cfg.state_dir, strerror(errno));
-    log_info("qtaud %s listening on http://%s%s%s:%d/%s (state in %s)", PACKAGE_VERSION,
+    snprintf(status, sizeof(status), "serving on %s%s%s:%d",
              strchr(listen_host, ':') ? "[" : "", listen_host,
-             strchr(listen_host, ':') ? "]" : "", port,
-             listen_fd >= 0 ? " (socket from systemd)" : "", cfg.state_dir);
+             strchr(listen_host, ':') ? "]" : "", port);
+    log_info("qtaud %s %s%s, state in %s", PACKAGE_VERSION, status,
+             listen_fd >= 0 ? " (socket passed by systemd)" : "", cfg.state_dir);
     /* The store is open, the scheduler runs and the listener accepts: from
      * here a client that systemd lets start finds qtaud answering.  The
      * port file is written first, so whoever reads it after READY=1 finds
      * it. */
-    snprintf(status, sizeof(status), "serving on %s%s%s:%d",
-             strchr(listen_host, ':') ? "[" : "", listen_host,
-             strchr(listen_host, ':') ? "]" : "", port);
     service_notify("READY=1\nSTATUS=%s", status);
 
     for (;;) {
