@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <stddef.h>
 #include <unistd.h>
@@ -372,14 +371,9 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
     memset(&sa4, 0, sizeof(sa4));
     memset(&sa6, 0, sizeof(sa6));
     if (cfg->listen_fd >= 0) {
-        /* systemd's socket: served as it is, its address is systemd's */
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof(ss);
-
+        /* systemd's socket, served as it is (IPv6 too: MHD_USE_IPv6 only
+         * matters for a socket MHD creates) */
         sa = NULL;
-        if (getsockname(cfg->listen_fd, (struct sockaddr *)&ss, &len) == 0
-            && ss.ss_family == AF_INET6)
-            flags |= MHD_USE_IPv6;
     } else if (inet_pton(AF_INET, cfg->host, &sa4.sin_addr) == 1) {
         sa4.sin_family = AF_INET;
         sa4.sin_port = htons((uint16_t)cfg->port);

@@ -169,6 +169,25 @@ static int listening_socket(int *port)
     return s;
 }
 
+/* A listening TCP socket on a free port of ::1, or -1 when this machine
+ * has no IPv6 loopback. */
+static int listening_socket6(int *port)
+{
+    struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+    socklen_t len = sizeof(sa);
+    int s = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (s < 0)
+        return -1;
+    if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(s, 64) < 0
+        || getsockname(s, (struct sockaddr *)&sa, &len) < 0) {
+        close(s);
+        return -1;
+    }
+    *port = ntohs(sa.sin6_port);
+    return s;
+}
+
 /* ---- socket activation --------------------------------------------------- */
 
 START_TEST(test_socket_activation)
@@ -211,6 +230,27 @@ START_TEST(test_socket_activation)
         ck_assert_str_eq(r.body, "unset unset\nfd3 closed\n");
         http_resp_free(&r);
     }
+}
+END_TEST
+
+START_TEST(test_socket_activation_ipv6)
+{
+    int port, s, file_port;
+
+    make_state_dir();
+    s = listening_socket6(&port);
+    if (s < 0) {
+        printf("test_socket_activation_ipv6 skipped: no IPv6 loopback here\n");
+        return;
+    }
+    spawn(&(struct child_env){ .listen_fd = s });
+    close(s);
+    file_port = wait_port_file();
+    ck_assert_msg(file_port > 0, "qtaud did not start (port file %d)", file_port);
+    ck_assert_int_eq(file_port, port);
+    d.port = port;
+    snprintf(d.url, sizeof(d.url), "http://[::1]:%d", port);
+    ck_assert_int_eq(health_status(), 200);
 }
 END_TEST
 
@@ -375,6 +415,7 @@ static Suite *service_suite(void)
     tcase_add_checked_fixture(tc, NULL, teardown);
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, test_socket_activation);
+    tcase_add_test(tc, test_socket_activation_ipv6);
     tcase_add_test(tc, test_socket_for_another_pid_is_ignored);
     tcase_add_test(tc, test_unusable_passed_socket_refused);
 #ifdef HAVE_LIBSYSTEMD
