@@ -36,7 +36,10 @@ find "$dest" -type f | sed "s|^$dest||" | sort
 
 # The programs, found where the unit says; the unit tells BINDIR.
 qtaud=$(find "$dest" -path '*/bin/qtaud' -type f)
-[ -n "$qtaud" ] && [ -x "$qtaud" ] || { echo "FAIL: no qtaud installed"; exit 1; }
+if [ -z "$qtaud" ] || [ ! -x "$qtaud" ]; then
+    echo "FAIL: no qtaud installed"
+    exit 1
+fi
 bindir=$(dirname "${qtaud#"$dest"}")
 [ -x "$dest$bindir/qtau-agent" ] || say_fail "no qtau-agent in $bindir"
 agent_default=$("$qtaud" --help | sed -n 's/.*qtau-agent as SLURM nodes see it (default \(.*\)).*/\1/p')
@@ -82,7 +85,8 @@ fi
 
 if ! command -v systemd-analyze >/dev/null; then
     echo "SKIP: systemd-analyze is not installed (package systemd): units not verified"
-    exit $([ $fail = 0 ] && echo 77 || echo 1)
+    [ $fail = 0 ] && exit 77
+    exit 1
 fi
 # verify: quiet means good; a warning is as bad as an error
 verify() {

@@ -41,10 +41,13 @@ documented() {
 qtaud_flags=$("$QTAUD_BIN" --help | grep -o -- '--[a-z][a-z-]*' | sort -u)
 agent_words=$("$QTAU_AGENT_BIN" --help | grep -o -e '--[a-z][a-z-]*' -e 'QTAU_[A-Z_]*' \
     | sort -u)
-[ -n "$qtaud_flags" ] && [ -n "$agent_words" ] || { echo "FAIL: no options in --help"; exit 1; }
+if [ -z "$qtaud_flags" ] || [ -z "$agent_words" ]; then
+    echo "FAIL: no options in --help"
+    exit 1
+fi
 # shellcheck disable=SC2086 # one word per option
 documented "$QTAUD_SRCDIR/daemon/qtaud.8" $qtaud_flags
 # shellcheck disable=SC2086
 documented "$QTAUD_SRCDIR/agent/qtau-agent.1" $agent_words
-echo "checked $(echo $qtaud_flags | wc -w) qtaud flags and $(echo $agent_words | wc -w) agent settings"
+echo "checked $(echo "$qtaud_flags" | wc -l) qtaud flags and $(echo "$agent_words" | wc -l) agent settings"
 exit $fail
