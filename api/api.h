@@ -17,6 +17,9 @@
 struct api_config {
     const char *host;        /* numeric IPv4/IPv6 address to bind */
     int port;                /* 0: any free port */
+    int listen_fd;           /* a listening TCP socket to serve on instead
+                              * of binding host:port (socket activation);
+                              * -1: bind.  api_stop closes it. */
     int threads;             /* server threads */
     size_t max_body;         /* bytes; larger bodies get 413 */
     unsigned idle_timeout;   /* seconds a connection may sit idle */
@@ -29,7 +32,7 @@ struct api_config {
 struct api;
 
 /* Starts listening.  Returns the server or NULL with err filled; *port is
- * set to the bound port. */
+ * set to the bound port (listen_fd's, when one is given). */
 struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
                       struct qt_error *err);
 /* Closes everything; waiters must have been fired (sched_drain). */

@@ -577,7 +577,11 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
 
     memset(&sa4, 0, sizeof(sa4));
     memset(&sa6, 0, sizeof(sa6));
-    if (inet_pton(AF_INET, cfg->host, &sa4.sin_addr) == 1) {
+    if (cfg->listen_fd >= 0) {
+        /* systemd's socket, served as it is (IPv6 too: MHD_USE_IPv6 only
+         * matters for a socket MHD creates) */
+        sa = NULL;
+    } else if (inet_pton(AF_INET, cfg->host, &sa4.sin_addr) == 1) {
         sa4.sin_family = AF_INET;
         sa4.sin_port = htons((uint16_t)cfg->port);
         sa = (const struct sockaddr *)&sa4;
@@ -593,7 +597,8 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
         return NULL;
     }
     if (listener_start(a, &a->tcp, flags | (sa == (const struct sockaddr *)&sa6
-                                                ? MHD_USE_IPv6 : 0u), sa, -1) < 0) {
+                                                ? MHD_USE_IPv6 : 0u), sa,
+                       cfg->listen_fd) < 0) {
         qt_error_set(err, 503, "unavailable", "listen",
                      "cannot listen on %s:%d: %s", cfg->host, cfg->port,
                      strerror(errno));

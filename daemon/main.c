@@ -9,6 +9,11 @@
  * SIGTERM/SIGINT: stop accepting work, let running tasks finish
  * within shutdown-grace, stop the rest (recorded as interrupted and
  * requeued for the next start), flush the store, exit 0.
+ *
+ * Under systemd (service.h): READY=1 goes out only once the store is open
+ * and the listener accepts, so units ordered after qtaud find it
+ * answering; STOPPING=1 when the drain begins.  A socket passed by
+ * socket activation replaces --listen.
  */
 #include "config.h"
 
@@ -26,6 +31,7 @@
 #include "common/token.h"
 #include "daemon/conf.h"
 #include "daemon/sched.h"
+#include "daemon/service.h"
 #include "db/db.h"
 
 /* Writes the bound port to <state-dir>/port atomically (tmp + rename), so
@@ -63,13 +69,12 @@ static int make_state_dir(const char *dir)
     return 0;
 }
 
-/* Tells the scheduler where agents reach qtaud: agent-url, or the bound
- * listener (a wildcard address is replaced by this host's name). */
+/* Tells the scheduler where agents reach qtaud: agent-url, or the
+ * listener at host (a wildcard address is replaced by this host's name). */
 static void set_agent_url(struct sched *s, const struct qtaud_config *cfg,
-                          const char *hostname, int port)
+                          const char *host, const char *hostname, int port)
 {
     char url[1200];
-    const char *host = cfg->listen_host;
 
     if (cfg->agent_url[0]) {
         sched_set_agent_url(s, cfg->agent_url);
@@ -89,7 +94,8 @@ static void set_agent_url(struct sched *s, const struct qtaud_config *cfg,
  * kill-grace, max-requeues, agent-timeout.  Listener, state dir and pools
  * need a restart.  A bad configuration changes nothing and says why.
  * Logs go to stderr (journald under systemd): there is no file to reopen. */
-static void reload(struct sched *s, struct qtaud_config *cfg, int argc, char **argv)
+static void reload(struct sched *s, struct qtaud_config *cfg, int argc, char **argv,
+                   const char *status)
 {
     struct qtaud_config next;
     struct qt_error err = { 0 };
@@ -98,6 +104,8 @@ static void reload(struct sched *s, struct qtaud_config *cfg, int argc, char **a
         log_err("SIGHUP: configuration not reloaded: %s", err.message);
         return;
     }
+    /* RELOADING=1 then READY=1 tells systemd when the reload is done */
+    service_notify("RELOADING=1\nSTATUS=reloading the configuration");
     {
         enum log_level lvl;
 
@@ -105,6 +113,7 @@ static void reload(struct sched *s, struct qtaud_config *cfg, int argc, char **a
             log_threshold = lvl;
     }
     sched_reconfigure(s, next.kill_grace, next.max_requeues, next.agent_timeout);
+    service_notify("READY=1\nSTATUS=%s", status);
     if (strcmp(next.listen_host, cfg->listen_host) || next.listen_port != cfg->listen_port
         || strcmp(next.state_dir, cfg->state_dir) || next.local_cores != cfg->local_cores)
         log_warn("SIGHUP: listen, state-dir and local-cores take effect at the next start");
@@ -133,9 +142,9 @@ int main(int argc, char **argv)
     struct api *api = NULL;
     sqlite3 *db, *reader;
     sigset_t sigs;
-    char db_path[1100], hostname[256], token_path[1100], sock_path[1100];
-    char token[QT_TOKEN_MAX + 1];
-    int port = 0, rc = 1;
+    char db_path[1100], hostname[256], listen_host[64], status[160];
+    char token_path[1100], sock_path[1100], token[QT_TOKEN_MAX + 1];
+    int port = 0, rc = 1, listen_fd = -1;
 
     if (config_load(&cfg, argc, argv, &err) < 0) {
         fprintf(stderr, "qtaud: %s\n", err.message);
@@ -164,6 +173,17 @@ int main(int argc, char **argv)
     if (make_state_dir(cfg.state_dir) < 0) {
         fprintf(stderr, "qtaud: state directory %s: %s\n", cfg.state_dir,
                 strerror(errno));
+        return 2;
+    }
+    /* before any thread: it unsets LISTEN_* */
+    if (service_listen_fd(&listen_fd, &err) < 0) {
+        fprintf(stderr, "qtaud: %s\n", err.message);
+        return 2;
+    }
+    snprintf(listen_host, sizeof(listen_host), "%s", cfg.listen_host);
+    if (listen_fd >= 0 && service_socket_host(listen_fd, listen_host,
+                                              sizeof(listen_host)) < 0) {
+        fprintf(stderr, "qtaud: passed socket: %s\n", strerror(errno));
         return 2;
     }
 
@@ -232,6 +252,7 @@ int main(int argc, char **argv)
     api = api_start(&(struct api_config){
                         .host = cfg.listen_host,
                         .port = cfg.listen_port,
+                        .listen_fd = listen_fd,
                         .threads = cfg.http_threads,
                         .max_body = (size_t)cfg.max_body,
                         .idle_timeout = (unsigned)cfg.idle_timeout,
@@ -243,17 +264,25 @@ int main(int argc, char **argv)
                     s, &port, &err);
     if (!api)
         goto out;
-    set_agent_url(s, &cfg, hostname, port);
+    set_agent_url(s, &cfg, listen_host, hostname, port);
     if (write_port_file(cfg.state_dir, port) < 0)
         log_warn("cannot write %s/port: %s", cfg.state_dir, strerror(errno));
-    log_info("qtaud %s listening on http://%s:%d/ (state in %s)", PACKAGE_VERSION,
-             cfg.listen_host, port, cfg.state_dir);
+    snprintf(status, sizeof(status), "serving on %s%s%s:%d",
+             strchr(listen_host, ':') ? "[" : "", listen_host,
+             strchr(listen_host, ':') ? "]" : "", port);
+    log_info("qtaud %s %s%s, state in %s", PACKAGE_VERSION, status,
+             listen_fd >= 0 ? " (socket passed by systemd)" : "", cfg.state_dir);
     if (strcmp(sock_path, "none"))
         log_info("owner's socket: %s (no token needed)", sock_path);
-    if (!host_is_loopback(cfg.listen_host))
+    if (!host_is_loopback(listen_host))
         log_warn("listening on %s, which is not loopback: anyone who can reach "
                  "port %d and learns the token can run commands as this user",
-                 cfg.listen_host, port);
+                 listen_host, port);
+    /* The store is open, the scheduler runs and the listener accepts: from
+     * here a client that systemd lets start finds qtaud answering.  The
+     * port file is written first, so whoever reads it after READY=1 finds
+     * it. */
+    service_notify("READY=1\nSTATUS=%s", status);
 
     for (;;) {
         siginfo_t si;
@@ -262,16 +291,20 @@ int main(int argc, char **argv)
         if (sig < 0)
             continue;
         if (sig == SIGHUP) {
-            reload(s, &cfg, argc, argv);
+            reload(s, &cfg, argc, argv, status);
             continue;
         }
         log_info("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        service_notify("STOPPING=1\nSTATUS=draining: running tasks get %g s to finish",
+                       cfg.shutdown_grace);
         break;
     }
     rc = 0;
 out:
-    if (rc != 0)
+    if (rc != 0) {
         log_err("%s", err.message);
+        service_notify("STATUS=failed to start: %s", err.message);
+    }
     /* The server goes on answering while tasks drain: new work gets 503
      * (the scheduler is draining), reads and long polls still work.  It
      * is not quiesced: libmicrohttpd 0.9.75's MHD_quiesce_daemon() races

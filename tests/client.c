@@ -62,6 +62,11 @@ static void read_token(const char *dir, char *out, size_t size)
     fclose(f);
 }
 
+void daemon_read_token(struct daemon *d)
+{
+    read_token(d->dir, d->token, sizeof(d->token));
+}
+
 int daemon_start(struct daemon *d, const char *const *extra)
 {
     const char *bin = getenv("QTAUD_BIN");

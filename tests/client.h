@@ -33,6 +33,9 @@ struct http_resp {
  * NULL).  d->dir is created when empty.  Returns 0 once the daemon
  * answers /v1/health, -1 otherwise. */
 int daemon_start(struct daemon *d, const char *const *extra);
+/* Reads d->token from <d->dir>/token (for a qtaud the test started
+ * itself); daemon_start() does this on its own. */
+void daemon_read_token(struct daemon *d);
 /* Sends sig and waits for the exit; returns the wait status. */
 int daemon_stop(struct daemon *d, int sig);
 /* Removes the state dir. */

@@ -251,7 +251,7 @@ START_TEST(test_token_never_logged)
         http_resp_free(&r);
     }
     teardown();
-    ck_assert_msg(file_has(log, "listening on"), "the log is not where the test looks");
+    ck_assert_msg(file_has(log, "serving on"), "the log is not where the test looks");
     ck_assert_msg(!file_has(log, d.token) && !file_has(log, "wrong-token-0123456789"),
                   "a token is in the log");
     unlink(log);
