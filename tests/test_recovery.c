@@ -474,6 +474,7 @@ START_TEST(test_store_read_only)
         ck_assert_msg(strstr(msg, "read") != NULL || strstr(msg, "I/O") != NULL,
                       "message does not say why: %s", msg);
     }
+    fprintf(stderr, "test_store_read_only: refused with: %s\n", msg);
     json_decref(http_json(&d, "GET", "/v1/health", NULL, 200));
     t = http_json(&d, "GET", "/v1/tasks/20", NULL, 200);
     ck_assert_str_eq(jstr(t, "state"), "PENDING");
