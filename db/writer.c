@@ -21,11 +21,14 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/enums.h"
 #include "common/log.h"
@@ -248,6 +251,32 @@ static int apply_op(struct db_writer *w, const struct op *op)
     return -1;
 }
 
+/* Fills why for an I/O error of db.  SQLite says "disk I/O error" for a
+ * read-only file system, a failing disk and more alike, and the errno it
+ * keeps is often gone by then; so ask the file system itself: make a
+ * nameless file (O_TMPFILE, nothing to clean up) beside the store, and
+ * name what the kernel answers - what an operator can act on. */
+static void io_error_reason(sqlite3 *db, char *why, size_t whylen)
+{
+    const char *file = sqlite3_db_filename(db, "main");
+    char dir[PATH_MAX];
+    const char *slash;
+    int fd;
+
+    snprintf(why, whylen, "%s", sqlite3_errmsg(db));
+    if (!file || !(slash = strrchr(file, '/')) || (size_t)(slash - file) >= sizeof(dir))
+        return;
+    if (slash == file)
+        snprintf(dir, sizeof(dir), "/");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - file), file);
+    fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    else if (errno == EROFS || errno == EIO || errno == ENOSPC || errno == EDQUOT)
+        snprintf(why, whylen, "%s: %s (%.96s)", sqlite3_errmsg(db), strerror(errno), dir);
+}
+
 /* Applies the batch in one transaction.  Returns 0, or -1 (rolled back)
  * with SQLite's reason in why, taken before the ROLLBACK replaces it ("not
  * an error", or "no transaction is active" when SQLite rolled back itself;
@@ -273,7 +302,10 @@ static int commit_batch(struct db_writer *w, struct op *batch, size_t *changes,
         goto error;
     return 0;
 error:
-    snprintf(why, whylen, "%s", sqlite3_errmsg(w->db));
+    if ((sqlite3_errcode(w->db) & 0xff) == SQLITE_IOERR)
+        io_error_reason(w->db, why, whylen);
+    else
+        snprintf(why, whylen, "%s", sqlite3_errmsg(w->db));
     sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
     return -1;
 }
