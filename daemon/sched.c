@@ -170,6 +170,23 @@ struct pilot *sched_pilot_by_id(struct sched *s, int64_t id)
 }
 
 /* A name, or a decimal id. */
+/* Gives the ended pilot p the name "NAME~ID", which no user can choose
+ * ('~' is not allowed in names) and no other pilot holds (ids are
+ * unique), so its name can be taken by a new pilot while p stays
+ * reachable (lock held). */
+static void pilot_retire_name(struct sched *s, struct pilot *p)
+{
+    char *name;
+
+    if (asprintf(&name, "%s~%lld", p->name, (long long)p->id) < 0)
+        abort();
+    log_info("pilot %lld '%s' has ended: now named '%s', its name is free", (long long)p->id,
+             p->name, name);
+    free(p->name);
+    p->name = name;
+    sched_pilot_persist(s, p);
+}
+
 struct pilot *sched_find_pilot(struct sched *s, const char *ref)
 {
     char *end;
@@ -890,12 +907,16 @@ int sched_pilot_create(struct sched *s, json_t *body, struct sched_waiter *w,
         qt_error_set(err, 503, "unavailable", NULL, "qtaud is shutting down");
         goto done;
     }
-    if (spec.name && sched_find_pilot(s, spec.name)) {
-        pthread_mutex_unlock(&s->lock);
-        json_decref(desc);
-        qt_error_set(err, 409, "conflict", "name", "a pilot named '%s' exists",
-                     spec.name);
-        goto done;
+    if (spec.name && (p = sched_find_pilot(s, spec.name))) {
+        if (!pilot_state_terminal(p->state)) {
+            pthread_mutex_unlock(&s->lock);
+            json_decref(desc);
+            qt_error_set(err, 409, "conflict", "name", "a pilot named '%s' exists "
+                         "(%s)", spec.name, pilot_state_name(p->state));
+            goto done;
+        }
+        /* an ended pilot's name is free again: tomorrow's "big" */
+        pilot_retire_name(s, p);
     }
     /* the default name, made unique: a user may have called a pilot
      * "pilot-3" before pilot 3 came */
@@ -1551,13 +1572,8 @@ int sched_start(struct sched *s, struct qt_error *err)
         int cores = s->cfg.local_cores > 0 ? s->cfg.local_cores : sched_online_cpus();
 
         if (!local || pilot_state_terminal(local->state)) {
-            if (local) {
-                /* an ended "local" from an earlier run keeps its name; the
-                 * new default pilot takes it over */
-                free(local->name);
-                local->name = sched_xstrdup("local-old");
-                sched_pilot_persist(s, local);
-            }
+            if (local)
+                pilot_retire_name(s, local);   /* the new default takes "local" */
             local = sched_pilot_new(s->next_pilot_id + 1, "local");
             local->description = sched_xstrdup("{\"resource\":\"local\",\"engine\":\"qtau\"}");
             local->create_time = local->start_time = time_now();

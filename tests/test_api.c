@@ -1104,11 +1104,94 @@ START_TEST(test_default_pilot_comes_back)
     /* and once more: the store holds the names the daemon shows */
     ck_assert_int_eq(WEXITSTATUS(daemon_stop(&d, SIGTERM)), 0);
     ck_assert_int_eq(daemon_start(&d, NULL), 0);
-    p = http_json(&d, "GET", "/v1/pilots/local-old", NULL, 200);
+    p = http_json(&d, "GET", "/v1/pilots/local~1", NULL, 200);
     ck_assert_int_eq(jint(p, "id"), 1);
     json_decref(p);
     p = http_json(&d, "GET", "/v1/pilots/local", NULL, 200);
     ck_assert_int_eq(jint(p, "id"), 2);
+    json_decref(p);
+    /* off and on again, twice more: each ended default pilot keeps a name
+     * of its own, and what one start shows, the next start loads */
+    for (int round = 0; round < 2; round++) {
+        char *before, *after;
+
+        ck_assert_int_eq(WEXITSTATUS(daemon_stop(&d, SIGTERM)), 0);
+        ck_assert_int_eq(daemon_start(&d, (const char *const[]){ "--no-local-pilot", NULL }), 0);
+        ck_assert_int_eq(WEXITSTATUS(daemon_stop(&d, SIGTERM)), 0);
+        ck_assert_int_eq(daemon_start(&d, NULL), 0);
+        p = http_json(&d, "GET", "/v1/pilots", NULL, 200);
+        ck_assert_int_eq(json_array_size(json_object_get(p, "pilots")), (size_t)(3 + round));
+        before = json_dumps(json_object_get(p, "pilots"), JSON_COMPACT);
+        json_decref(p);
+        ck_assert_int_eq(WEXITSTATUS(daemon_stop(&d, SIGTERM)), 0);
+        ck_assert_int_eq(daemon_start(&d, NULL), 0);
+        p = http_json(&d, "GET", "/v1/pilots", NULL, 200);
+        after = json_dumps(json_object_get(p, "pilots"), JSON_COMPACT);
+        json_decref(p);
+        {
+            /* names only: times and free cores move between starts */
+            json_t *a = json_loads(before, 0, NULL), *b = json_loads(after, 0, NULL);
+            size_t i;
+            json_t *pa;
+
+            json_array_foreach(a, i, pa) {
+                json_t *pb = json_array_get(b, i);
+
+                ck_assert_int_eq(jint(pa, "id"), jint(pb, "id"));
+                ck_assert_str_eq(jstr(pa, "name"), jstr(pb, "name"));
+                for (size_t k = 0; k < i; k++)
+                    ck_assert_str_ne(jstr(json_array_get(a, k), "name"), jstr(pa, "name"));
+            }
+            json_decref(a);
+            json_decref(b);
+        }
+        free(before);
+        free(after);
+    }
+    p = http_json(&d, "GET", "/v1/pilots/local", NULL, 200);
+    ck_assert_int_eq(jint(p, "id"), 4);
+    ck_assert_str_eq(jstr(p, "state"), "RUNNING");
+    json_decref(p);
+}
+END_TEST
+
+/* An ended pilot's name can be used again (a SLURM pilot refused for a
+ * typo is tried again under the same name); the old pilot is still there
+ * as NAME~ID, also after a restart.  A live pilot's name stays taken. */
+START_TEST(test_pilot_name_reused_after_end)
+{
+    json_t *p;
+    long long old_id, new_id;
+    char path[64];
+
+    start(NULL);
+    p = http_json(&d, "POST", "/v1/pilots", "{\"name\": \"small\", \"cores\": 1}", 201);
+    old_id = jint(p, "id");
+    json_decref(p);
+    p = http_json(&d, "POST", "/v1/pilots", "{\"name\": \"small\", \"cores\": 1}", 409);
+    ck_assert_str_eq(jstr(json_object_get(p, "error"), "field"), "name");
+    json_decref(p);
+    json_decref(http_json(&d, "DELETE", "/v1/pilots/small", NULL, 200));
+    p = http_json(&d, "POST", "/v1/pilots", "{\"name\": \"small\", \"cores\": 1}", 201);
+    new_id = jint(p, "id");
+    json_decref(p);
+    ck_assert_int_gt(new_id, old_id);
+    for (int pass = 0; pass < 2; pass++) {
+        p = http_json(&d, "GET", "/v1/pilots/small", NULL, 200);
+        ck_assert_int_eq(jint(p, "id"), new_id);
+        ck_assert_str_eq(jstr(p, "state"), "RUNNING");
+        json_decref(p);
+        snprintf(path, sizeof(path), "/v1/pilots/small~%lld", old_id);
+        p = http_json(&d, "GET", path, NULL, 200);
+        ck_assert_int_eq(jint(p, "id"), old_id);
+        ck_assert_str_eq(jstr(p, "state"), "CANCELED");
+        json_decref(p);
+        ck_assert_int_eq(WEXITSTATUS(daemon_stop(&d, SIGTERM)), 0);
+        ck_assert_int_eq(daemon_start(&d, NULL), 0);
+    }
+    /* '~' is qtaud's: no user may name a pilot so */
+    p = http_json(&d, "POST", "/v1/pilots", "{\"name\": \"x~1\", \"cores\": 1}", 400);
+    ck_assert_str_eq(jstr(json_object_get(p, "error"), "field"), "name");
     json_decref(p);
 }
 END_TEST
@@ -1155,6 +1238,7 @@ static Suite *api_suite(void)
     tcase_add_test(tc, test_long_poll_timeout);
     tcase_add_test(tc, test_restart_keeps_state);
     tcase_add_test(tc, test_default_pilot_comes_back);
+    tcase_add_test(tc, test_pilot_name_reused_after_end);
     tcase_add_test(tc, test_requeue_limit);
     tcase_add_test(tc, test_bad_url_bytes);
     tcase_add_test(tc, test_default_pilot_name_unique);
