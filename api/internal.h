@@ -28,6 +28,7 @@ struct reply {
     int fd;                 /* >= 0: send this file (closed by the server) */
     const char *content_type;
     bool suspended;         /* the handler suspended the connection */
+    bool close;             /* close the connection after this answer */
     struct qt_error err;    /* used when status is 0 and json is NULL */
 };
 
@@ -36,6 +37,7 @@ struct request {
     bool too_large;
     bool nul_in_url;        /* the raw URL had %00 */
     bool started;           /* the first call (headers) has been seen */
+    bool answered;          /* refused on its headers; the body is dropped */
     struct MHD_Connection *conn;
     struct api *api;
     /* long poll */

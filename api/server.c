@@ -21,8 +21,10 @@
 #include <unistd.h>
 
 #include "api/internal.h"
+#include "common/jsoncheck.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "daemon/spec.h"
 
 static struct MHD_Response *response_from_json(json_t *json)
 {
@@ -123,6 +125,8 @@ static enum MHD_Result queue_reply(struct MHD_Connection *conn, struct reply *r,
                                 r->content_type);
     if (allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (r->close)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     ret = MHD_queue_response(conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -169,14 +173,83 @@ static enum MHD_Result query_check_one(void *cls, enum MHD_ValueKind kind,
     return MHD_NO;
 }
 
+/* application/json, with no parameter but an optional charset=utf-8:
+ * JSON is UTF-8 (RFC 8259), and a body declared in another charset would
+ * be read as something its sender did not mean. */
 static bool content_type_json(struct MHD_Connection *conn)
 {
     const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
     size_t n = strlen("application/json");
+    const char *p;
 
-    return ct && strncasecmp(ct, "application/json", n) == 0
-           && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+    if (!ct || strncasecmp(ct, "application/json", n) != 0)
+        return false;
+    p = ct + n;
+    p += strspn(p, " \t");
+    if (*p == '\0')
+        return true;
+    if (*p++ != ';')
+        return false;
+    p += strspn(p, " \t");
+    if (strncasecmp(p, "charset=", 8) != 0)
+        return false;
+    p += 8;
+    if (strncasecmp(p, "utf-8", 5) == 0)
+        p += 5;
+    else if (strncasecmp(p, "\"utf-8\"", 7) == 0)
+        p += 7;
+    else
+        return false;
+    p += strspn(p, " \t");
+    return *p == '\0';
+}
+
+/* Checks the headers alone, before any body is read, for requests that
+ * must be refused whatever their path: an announced body over max-body
+ * (answered now, so qtaud never reads it), and a request carrying both
+ * Transfer-Encoding and Content-Length.  For the latter RFC 9112 6.1 lets
+ * a server either trust Transfer-Encoding or refuse; a proxy in front may
+ * have chosen the other reading, which is how requests are smuggled, so
+ * qtaud refuses it.  Both answers close the connection: the unread body
+ * must not be taken for the next request.  Returns true if an answer was
+ * queued (in *ret). */
+static bool refuse_on_headers(struct api *a, struct request *req,
+                              struct MHD_Connection *conn, enum MHD_Result *ret)
+{
+    const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    struct reply r = { .fd = -1, .close = true };
+
+    if (te && cl) {
+        reply_error(&r, 400, "bad_request", NULL,
+                    "a request may carry Transfer-Encoding or Content-Length, "
+                    "not both");
+    } else if (cl) {
+        char *end;
+        unsigned long long n;
+
+        errno = 0;
+        n = strtoull(cl, &end, 10);
+        /* a malformed length is libmicrohttpd's to refuse; only a valid
+         * one that is too large is answered here */
+        if (errno || end == cl || *end || cl[0] == '-' || n <= a->cfg.max_body)
+            return false;
+        {
+            char msg[96];
+
+            snprintf(msg, sizeof(msg), "request body larger than %zu bytes",
+                     a->cfg.max_body);
+            reply_error(&r, 413, "payload_too_large", NULL, msg);
+        }
+    } else {
+        return false;
+    }
+    req->answered = true;
+    *ret = queue_reply(conn, &r, NULL);
+    return true;
 }
 
 /* Routes a complete request and queues its answer. */
@@ -242,26 +315,21 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
         return queue_reply(conn, &r, NULL);
     }
     if (route->has_body) {
-        json_error_t jerr;
+        static const struct jsoncheck_limits lim = {
+            .max_depth = JSONCHECK_MAX_DEPTH,
+            .max_string = SPEC_MAX_STRING,
+            .max_key = SPEC_MAX_NAME,
+        };
 
         if (!content_type_json(conn)) {
             reply_error(&r, 415, "unsupported_media_type", NULL,
-                        "send the body as Content-Type: application/json");
+                        "send the body as Content-Type: application/json "
+                        "(UTF-8)");
             return queue_reply(conn, &r, NULL);
         }
-        if (req->body.len == 0) {
-            reply_error(&r, 400, "invalid_json", NULL, "the request body is empty");
-            return queue_reply(conn, &r, NULL);
-        }
-        c.body = json_loadb(req->body.data, req->body.len,
-                            JSON_REJECT_DUPLICATES | JSON_DECODE_ANY
-                                | JSON_ALLOW_NUL, &jerr);
+        c.body = jsoncheck_load(req->body.data, req->body.len, &lim, &r.err);
         if (!c.body) {
-            char msg[256];
-
-            snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s",
-                     jerr.line, jerr.column, jerr.text);
-            reply_error(&r, 400, "invalid_json", NULL, msg);
+            api_reply_json(&r, r.err.status, NULL, &r.err);
             return queue_reply(conn, &r, NULL);
         }
     } else if (req->body.len > 0) {
@@ -301,6 +369,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn,
 {
     struct api *a = cls;
     struct request *req = *req_cls;
+    enum MHD_Result ret;
 
     (void)version;
     if (!req || !req->started) {
@@ -314,6 +383,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn,
             *req_cls = req;
         }
         req->started = true;
+        if (refuse_on_headers(a, req, conn, &ret))
+            return ret;
+        return MHD_YES;
+    }
+    if (req->answered) {
+        /* refused on its headers: whatever body still comes is dropped */
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -392,6 +468,14 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
             { MHD_OPTION_SOCK_ADDR, 0, (void *)sa },
             { MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout, NULL },
             { MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL },
+            /* over the limit, a connection is closed as soon as it is
+             * accepted: one client cannot take every slot */
+            { MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_connections_per_client,
+              NULL },
+            /* each connection's memory pool holds its request line and
+             * headers (and its read buffer): this bounds the headers */
+            { MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->max_header_size,
+              NULL },
             { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, a },
             { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_seen, a },
             { MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL },

@@ -1417,6 +1417,8 @@ START_TEST(test_conf_defaults)
     ck_assert_int_eq(cfg.max_body, 64L * 1024 * 1024);
     ck_assert_int_eq(cfg.idle_timeout, 60);
     ck_assert_int_eq(cfg.max_connections, 1000);
+    ck_assert_int_eq(cfg.max_connections_per_client, 256);
+    ck_assert_int_eq(cfg.max_header_size, 32 * 1024);
     ck_assert_int_eq(cfg.max_requeues, 3);
     ck_assert_str_eq(cfg.agent_path, QTAU_AGENT_DEFAULT);
     ck_assert_str_eq(cfg.agent_url, "");
@@ -1446,6 +1448,8 @@ START_TEST(test_conf_file)
         "max-body = 1024\n"
         "idle-timeout = 5\n"
         "max-connections = 10\n"
+        "max-connections-per-client = 0\n"
+        "max-header-size = 8192\n"
         "max-requeues = 0\n"
         "agent-path = /opt/qtau/bin/qtau-agent\n"
         "agent-url = http://head:8750\n"
@@ -1469,6 +1473,8 @@ START_TEST(test_conf_file)
     ck_assert_int_eq(cfg.max_body, 1024);
     ck_assert_int_eq(cfg.idle_timeout, 5);
     ck_assert_int_eq(cfg.max_connections, 10);
+    ck_assert_int_eq(cfg.max_connections_per_client, 0);
+    ck_assert_int_eq(cfg.max_header_size, 8192);
     ck_assert_int_eq(cfg.max_requeues, 0);
     ck_assert_str_eq(cfg.agent_path, "/opt/qtau/bin/qtau-agent");
     ck_assert_str_eq(cfg.agent_url, "http://head:8750");
@@ -1558,6 +1564,11 @@ static const struct {
     { 'f', "http-threads", "0", "http-threads", NULL },
     { 'f', "max-body", "1023", "max-body", NULL },
     { 'f', "max-connections", "100001", "max-connections", NULL },
+    { 'f', "max-connections-per-client", "-1", "max-connections-per-client", NULL },
+    { 'f', "max-header-size", "4095", "max-header-size", NULL },
+    { 'e', "QTAUD_MAX_HEADER_SIZE", "2000000", "max-header-size",
+      "environment QTAUD_MAX_HEADER_SIZE" },
+    { 'e', "QTAUD_MAX_CONNECTIONS_PER_CLIENT", "x", "max-connections-per-client", NULL },
     { 'f', "shutdown-grace", "-1", "shutdown-grace", NULL },
     { 'f', "shutdown-grace", "nan", "shutdown-grace", NULL },
     { 'f', "kill-grace", "inf", "kill-grace", NULL },
