@@ -91,9 +91,12 @@ static int walk_object(struct walk *w, json_t *obj, int depth)
                                 "object key '%s\\u0000...' holds a NUL byte",
                                 shown);
         }
-        if (keylen > w->lim->max_key)
-            return qt_error_arg(w->err, w->path, "object key '%.32s...' is longer "
-                                "than %zu bytes", key, w->lim->max_key);
+        if (keylen > w->lim->max_key) {
+            /* named like a NUL in a key: by the object holding it */
+            w->path[at] = '\0';
+            return qt_error_arg(w->err, path_field(w), "object key '%.32s...' is "
+                                "longer than %zu bytes", key, w->lim->max_key);
+        }
         if (walk_value(w, v, depth, false) < 0)
             return -1;
         w->path[at] = '\0';
