@@ -147,7 +147,8 @@ static int parse_listen(struct qtaud_config *cfg, const char *v, const char *src
 static int config_set(struct qtaud_config *cfg, const struct option_def *o,
                       const char *v, const char *src, struct qt_error *err)
 {
-    char *field = (char *)cfg + o->offset;
+    /* void *: the table says which type lives at offset */
+    void *field = (char *)cfg + o->offset;
     char *end;
     double d;
 

@@ -478,10 +478,19 @@ static void poll_jobs(struct sched *s)
         if (p->resource != RESOURCE_SLURM || !p->slurm_job_id
             || pilot_state_terminal(p->state))
             continue;
-        jobs = realloc(jobs, (n + 1) * sizeof(*jobs));
-        ids = realloc(ids, (n + 1) * sizeof(*ids));
-        if (!jobs || !ids)
-            abort();
+        {
+            /* out of memory aborts (as in buf.c): nothing to free after */
+            struct slurm_job *more_jobs = realloc(jobs, (n + 1) * sizeof(*jobs));
+            int64_t *more_ids;
+
+            if (!more_jobs)
+                abort();
+            jobs = more_jobs;
+            more_ids = realloc(ids, (n + 1) * sizeof(*ids));
+            if (!more_ids)
+                abort();
+            ids = more_ids;
+        }
         memset(&jobs[n], 0, sizeof(jobs[n]));
         jobs[n].job_id = p->slurm_job_id;
         ids[n++] = p->id;
