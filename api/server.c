@@ -13,6 +13,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -423,6 +425,27 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
 }
 
+/* libmicrohttpd's own messages are mostly about clients (a header too
+ * large, a connection over the limit, a peer gone mid-request): at debug
+ * level, so a hostile client cannot flood the log, and through log_msg so
+ * that they read like the rest. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+    size_t n;
+
+    (void)cls;
+    if (log_threshold < LOG_LVL_DEBUG)
+        return;
+    vsnprintf(line, sizeof(line), fmt, ap);
+    n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '.'))
+        line[--n] = '\0';
+    log_debug("http: %s", line);
+}
+
 struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
                       struct qt_error *err)
 {
@@ -477,6 +500,7 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
             { MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->max_header_size,
               NULL },
             { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, a },
+            { MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL },
             { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_seen, a },
             { MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL },
             /* one thread means no pool: the polling thread serves */

@@ -57,7 +57,7 @@ static const struct option_def options[] = {
     { "idle-timeout", OPT_INT, OFF(idle_timeout), 0, 1, 86400,
       "seconds an idle connection is kept (default 60)" },
     { "max-connections", OPT_INT, OFF(max_connections), 0, 1, 100000,
-      "most open connections (default 1000)" },
+      "most open connections, split over http-threads (default 1000)" },
     { "max-connections-per-client", OPT_INT, OFF(max_connections_per_client), 0, 0,
       100000, "most open connections from one address (default 256; 0: no limit)" },
     { "max-header-size", OPT_INT, OFF(max_header_size), 0, 4096, 1024 * 1024,

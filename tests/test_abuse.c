@@ -290,6 +290,65 @@ START_TEST(test_per_client_limit)
 }
 END_TEST
 
+/* One keep-alive request answered on a new connection from src: the
+ * server has accepted it and holds it open. */
+static int held_connection(const char *src)
+{
+    struct buf b = BUF_INIT, in = BUF_INIT;
+    int fd = raw_connect(src);
+
+    raw_head(&b, "GET", "/v1/health", NULL);
+    ck_assert_int_eq(send_all(fd, b.data, b.len), 0);
+    ck_assert_int_eq(read_answer(fd, &in), 200);
+    buf_release(&b);
+    buf_release(&in);
+    return fd;
+}
+
+/* max-connections counts every address together.  Once it is reached
+ * libmicrohttpd stops accepting: a new connection, from any address,
+ * waits in the kernel's queue (it is not refused), and is served as soon
+ * as a held one closes; the held ones are served meanwhile.  (The limit is
+ * split evenly over the server threads, which accept independently: one
+ * thread makes it exact.) */
+START_TEST(test_total_connection_limit)
+{
+    struct buf b = BUF_INIT, in = BUF_INIT;
+    int fds[4], waiting;
+    char peek;
+
+    start((const char *const[]){ "--max-connections", "4", "--http-threads", "1",
+                                 "--max-connections-per-client", "2", NULL });
+    fds[0] = held_connection(NULL);
+    fds[1] = held_connection(NULL);
+    ck_assert_int_eq(raw_health(NULL), 0);          /* third from 127.0.0.1 */
+    fds[2] = held_connection("127.0.0.2");
+    fds[3] = held_connection("127.0.0.2");
+    /* the fifth in all, from a third address */
+    raw_head(&b, "GET", "/v1/health", "Connection: close\r\n");
+    waiting = raw_connect("127.0.0.3");
+    ck_assert_int_eq(send_all(waiting, b.data, b.len), 0);
+    buf_release(&b);
+    raw_head(&b, "GET", "/v1/health", NULL);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(send_all(fds[i], b.data, b.len), 0);
+        ck_assert_int_eq(read_answer(fds[i], &in), 200);
+        buf_release(&in);
+    }
+    /* not answered while all four are held (the four answers above went
+     * through the one server thread after its request arrived) */
+    ck_assert_int_eq(recv(waiting, &peek, 1, MSG_DONTWAIT | MSG_PEEK), -1);
+    ck_assert_int_eq(errno, EAGAIN);
+    close(fds[0]);
+    ck_assert_int_eq(read_answer(waiting, &in), 200);
+    close(waiting);
+    for (int i = 1; i < 4; i++)
+        close(fds[i]);
+    buf_release(&b);
+    buf_release(&in);
+}
+END_TEST
+
 /* Headers beyond max-header-size: libmicrohttpd answers 431 (414 when the
  * request line itself is too long) and closes; the daemon goes on. */
 START_TEST(test_big_header)
@@ -740,6 +799,7 @@ static Suite *abuse_suite(void)
     tcase_add_test(tc, test_slow_header);
     tcase_add_test(tc, test_idle_connection_closed);
     tcase_add_test(tc, test_per_client_limit);
+    tcase_add_test(tc, test_total_connection_limit);
     tcase_add_test(tc, test_big_header);
     tcase_add_test(tc, test_huge_body);
     tcase_add_test(tc, test_te_and_content_length);
