@@ -17,6 +17,10 @@
 #include "daemon/sched.h"
 
 #define API_MAX_WAIT 600    /* longest long poll, seconds */
+/* libmicrohttpd's per-connection pool beyond max-header-size: room for the
+ * read buffer and the answer's headers, so that headers a little over the
+ * limit still fit and get qtaud's own JSON 431 */
+#define API_HEADER_SLACK (16 * 1024)
 
 /* What a handler answers: JSON (owned, stolen by the server), a raw body
  * (malloc'd, stolen), or a file descriptor to send; or an error. */
@@ -36,6 +40,7 @@ struct request {
     struct buf body;
     bool too_large;
     bool nul_in_url;        /* the raw URL had %00 */
+    size_t url_len;         /* bytes of the raw URL */
     bool started;           /* the first call (headers) has been seen */
     bool answered;          /* refused on its headers; the body is dropped */
     struct MHD_Connection *conn;

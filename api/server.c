@@ -208,7 +208,10 @@ static bool content_type_json(struct MHD_Connection *conn)
 }
 
 /* Checks the headers alone, before any body is read, for requests that
- * must be refused whatever their path: an announced body over max-body
+ * must be refused whatever their path: a request line or headers over
+ * max-header-size (libmicrohttpd's pool is set somewhat larger, so that
+ * the answer is qtaud's JSON and the limit exact; beyond the pool
+ * libmicrohttpd answers 431 or 414 itself), an announced body over max-body
  * (answered now, so qtaud never reads it), and a request carrying both
  * Transfer-Encoding and Content-Length.  For the latter RFC 9112 6.1 lets
  * a server either trust Transfer-Encoding or refuse; a proxy in front may
@@ -224,8 +227,22 @@ static bool refuse_on_headers(struct api *a, struct request *req,
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
     struct reply r = { .fd = -1, .close = true };
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    size_t head = ci ? ci->header_size : 0;     /* request line and headers */
 
-    if (te && cl) {
+    if (req->url_len > a->cfg.max_header_size) {
+        char msg[96];
+
+        snprintf(msg, sizeof(msg), "URL longer than %zu bytes", a->cfg.max_header_size);
+        reply_error(&r, 414, "uri_too_long", NULL, msg);
+    } else if (head > a->cfg.max_header_size) {
+        char msg[96];
+
+        snprintf(msg, sizeof(msg), "request line and headers larger than %zu bytes",
+                 a->cfg.max_header_size);
+        reply_error(&r, 431, "header_too_large", NULL, msg);
+    } else if (te && cl) {
         reply_error(&r, 400, "bad_request", NULL,
                     "a request may carry Transfer-Encoding or Content-Length, "
                     "not both");
@@ -360,6 +377,7 @@ static void *uri_seen(void *cls, const char *uri, struct MHD_Connection *conn)
     req->conn = conn;
     req->api = cls;
     req->nul_in_url = strstr(uri, "%00") != NULL;
+    req->url_len = strlen(uri);
     return req;
 }
 
@@ -497,8 +515,8 @@ struct api *api_start(const struct api_config *cfg, struct sched *s, int *port,
               NULL },
             /* each connection's memory pool holds its request line and
              * headers (and its read buffer): this bounds the headers */
-            { MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->max_header_size,
-              NULL },
+            { MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+              (intptr_t)(cfg->max_header_size + API_HEADER_SLACK), NULL },
             { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, a },
             { MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL },
             { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_seen, a },

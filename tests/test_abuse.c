@@ -349,18 +349,24 @@ START_TEST(test_total_connection_limit)
 }
 END_TEST
 
-/* Headers beyond max-header-size: libmicrohttpd answers 431 (414 when the
- * request line itself is too long) and closes; the daemon goes on. */
+/* A request line and headers beyond max-header-size (32 KiB by default)
+ * get 431, a URL beyond it 414, and the connection is closed; the daemon
+ * goes on.  Up to 16 KiB over the limit the answer is qtaud's JSON; beyond
+ * that the request does not fit libmicrohttpd's connection memory and it
+ * answers the same status itself, with a short HTML body. */
 START_TEST(test_big_header)
 {
     static const struct {
-        const char *path;
+        size_t url_bytes;       /* 0: /v1/health */
         size_t header_bytes;
         int status;
+        const char *code;       /* qtaud's JSON error code, NULL for none */
     } cases[] = {
-        { "/v1/health", 64 * 1024, 431 },
-        { NULL, 0, 414 },       /* a 64 KiB URL */
-        { "/v1/health", 20 * 1024, 200 },   /* within the 32 KiB default */
+        { 0, 64 * 1024, 431, NULL },
+        { 0, 40 * 1024, 431, "header_too_large" },
+        { 64 * 1024, 0, 414, NULL },
+        { 40 * 1024, 0, 414, "uri_too_long" },
+        { 0, 20 * 1024, 200, NULL },    /* within the limit */
     };
 
     start(NULL);
@@ -369,11 +375,10 @@ START_TEST(test_big_header)
         size_t half;
         int fd, status;
 
-        if (cases[i].path) {
-            buf_adds(&path, cases[i].path);
-        } else {
-            buf_adds(&path, "/v1/health?");
-            for (size_t j = 0; j < 64 * 1024; j++)
+        buf_adds(&path, "/v1/health");
+        if (cases[i].url_bytes) {
+            buf_adds(&path, "?");
+            for (size_t j = 0; j < cases[i].url_bytes; j++)
                 buf_addc(&path, 'a');
         }
         buf_adds(&hdr, "X-Filler: ");
@@ -390,6 +395,12 @@ START_TEST(test_big_header)
         status = read_answer(fd, &in);
         ck_assert_msg(status == cases[i].status, "case %zu: status %d, wanted %d", i,
                       status, cases[i].status);
+        if (cases[i].code) {
+            char want[64];
+
+            snprintf(want, sizeof(want), "\"code\":\"%s\"", cases[i].code);
+            ck_assert_msg(strstr(in.data, want), "case %zu: %s", i, in.data);
+        }
         if (cases[i].status != 200)
             ck_assert(closed_by_server(fd));
         close(fd);
