@@ -216,8 +216,8 @@ static bool content_type_json(struct MHD_Connection *conn)
  * Transfer-Encoding and Content-Length.  For the latter RFC 9112 6.1 lets
  * a server either trust Transfer-Encoding or refuse; a proxy in front may
  * have chosen the other reading, which is how requests are smuggled, so
- * qtaud refuses it.  Both answers close the connection: the unread body
- * must not be taken for the next request.  Returns true if an answer was
+ * qtaud refuses it.  Every answer here closes the connection: what is
+ * left unread must not be taken for the next request.  Returns true if an answer was
  * queued (in *ret). */
 static bool refuse_on_headers(struct api *a, struct request *req,
                               struct MHD_Connection *conn, enum MHD_Result *ret)
@@ -253,8 +253,9 @@ static bool refuse_on_headers(struct api *a, struct request *req,
         errno = 0;
         n = strtoull(cl, &end, 10);
         /* a malformed length is libmicrohttpd's to refuse; only a valid
-         * one that is too large is answered here */
-        if (errno || end == cl || *end || cl[0] == '-' || n <= a->cfg.max_body)
+         * one that is too large (or beyond any integer) is answered here */
+        if (end == cl || *end || cl[0] == '-' || (errno && errno != ERANGE)
+            || (errno != ERANGE && n <= a->cfg.max_body))
             return false;
         {
             char msg[96];

@@ -538,6 +538,45 @@ START_TEST(test_te_and_content_length)
 }
 END_TEST
 
+/* Content-Length values that are not one plain decimal within max-body
+ * are refused on the headers, and the connection closed. */
+START_TEST(test_bad_content_length)
+{
+    static const struct {
+        const char *value;
+        int status;
+    } cases[] = {
+        { "999999999999999999999999", 413 },    /* beyond any integer */
+        { "67108865", 413 },                    /* max-body + 1 */
+        { "abc", 400 },
+        { "-5", 400 },
+        { "+5", 400 },
+        { "5, 5", 400 },
+    };
+
+    start(NULL);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct buf b = BUF_INIT, in = BUF_INIT, hdr = BUF_INIT;
+        int fd, status;
+
+        buf_addf(&hdr, "Content-Type: application/json\r\nContent-Length: %s\r\n",
+                 cases[i].value);
+        raw_head(&b, "POST", "/v1/tasks", hdr.data);
+        fd = raw_connect(NULL);
+        ck_assert_int_eq(send_all(fd, b.data, b.len), 0);
+        status = read_answer(fd, &in);
+        ck_assert_msg(status == cases[i].status, "Content-Length: %s: status %d",
+                      cases[i].value, status);
+        ck_assert(closed_by_server(fd));
+        close(fd);
+        assert_healthy("after a bad Content-Length");
+        buf_release(&b);
+        buf_release(&in);
+        buf_release(&hdr);
+    }
+}
+END_TEST
+
 static char *repeat(const char *head, char c, size_t n, const char *tail)
 {
     struct buf b = BUF_INIT;
@@ -817,6 +856,7 @@ static Suite *abuse_suite(void)
     tcase_add_test(tc, test_big_header);
     tcase_add_test(tc, test_huge_body);
     tcase_add_test(tc, test_te_and_content_length);
+    tcase_add_test(tc, test_bad_content_length);
     tcase_add_test(tc, test_validation_table);
     tcase_add_test(tc, test_task_descriptors);
     suite_add_tcase(s, tc);
