@@ -76,7 +76,13 @@ static int walk_object(struct walk *w, json_t *obj, int depth)
     const char *key;
     json_t *v;
 
+#if JANSSON_VERSION_HEX >= 0x020e00
     json_object_keylen_foreach(obj, key, keylen, v) {
+#else
+    /* before 2.14 a key is a C string: it cannot hold a NUL */
+    json_object_foreach(obj, key, v) {
+        keylen = strlen(key);
+#endif
         path_push(w, at, key, keylen);
         if (memchr(key, '\0', keylen)) {
             /* the field is the object holding the key; at the root, the
