@@ -24,6 +24,8 @@ struct api_config {
     size_t max_body;         /* bytes; larger bodies get 413 */
     unsigned idle_timeout;   /* seconds a connection may sit idle */
     unsigned max_connections;
+    unsigned max_connections_per_client;  /* 0: no limit */
+    size_t max_header_size;  /* bytes of request line + headers; more: 431 */
     const char *db_path;     /* the store, for the metrics export */
     const char *token;       /* the admin token every owner request carries */
     const char *unix_path;   /* UNIX socket to listen on too; NULL: none */

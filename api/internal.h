@@ -18,6 +18,10 @@
 #include "daemon/sched.h"
 
 #define API_MAX_WAIT 600    /* longest long poll, seconds */
+/* libmicrohttpd's per-connection pool beyond max-header-size: room for the
+ * read buffer and the answer's headers, so that headers a little over the
+ * limit still fit and get qtaud's own JSON 431 */
+#define API_HEADER_SLACK (16 * 1024)
 
 /* What a handler answers: JSON (owned, stolen by the server), a raw body
  * (malloc'd, stolen), or a file descriptor to send; or an error. */
@@ -29,6 +33,7 @@ struct reply {
     int fd;                 /* >= 0: send this file (closed by the server) */
     const char *content_type;
     bool suspended;         /* the handler suspended the connection */
+    bool close;             /* close the connection after this answer */
     struct qt_error err;    /* used when status is 0 and json is NULL */
 };
 
@@ -39,7 +44,9 @@ struct request {
     long peer_uid;          /* UNIX socket: the peer's uid, -1 unknown */
     bool too_large;
     bool nul_in_url;        /* the raw URL had %00 */
+    size_t url_len;         /* bytes of the raw URL */
     bool started;           /* the first call (headers) has been seen */
+    bool answered;          /* refused on its headers; the body is dropped */
     struct MHD_Connection *conn;
     struct api *api;
     /* long poll */

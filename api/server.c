@@ -19,6 +19,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -30,9 +32,11 @@
 #include <unistd.h>
 
 #include "api/internal.h"
+#include "common/jsoncheck.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "common/token.h"
+#include "daemon/spec.h"
 
 static struct MHD_Response *response_from_json(json_t *json)
 {
@@ -146,6 +150,8 @@ static enum MHD_Result queue_reply(struct MHD_Connection *conn, struct reply *r,
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
     if (r->status == 401)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (r->close)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     ret = MHD_queue_response(conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -192,14 +198,101 @@ static enum MHD_Result query_check_one(void *cls, enum MHD_ValueKind kind,
     return MHD_NO;
 }
 
+/* application/json, with no parameter but an optional charset=utf-8:
+ * JSON is UTF-8 (RFC 8259), and a body declared in another charset would
+ * be read as something its sender did not mean. */
 static bool content_type_json(struct MHD_Connection *conn)
 {
     const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
     size_t n = strlen("application/json");
+    const char *p;
 
-    return ct && strncasecmp(ct, "application/json", n) == 0
-           && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+    if (!ct || strncasecmp(ct, "application/json", n) != 0)
+        return false;
+    p = ct + n;
+    p += strspn(p, " \t");
+    if (*p == '\0')
+        return true;
+    if (*p++ != ';')
+        return false;
+    p += strspn(p, " \t");
+    if (strncasecmp(p, "charset=", 8) != 0)
+        return false;
+    p += 8;
+    if (strncasecmp(p, "utf-8", 5) == 0)
+        p += 5;
+    else if (strncasecmp(p, "\"utf-8\"", 7) == 0)
+        p += 7;
+    else
+        return false;
+    p += strspn(p, " \t");
+    return *p == '\0';
+}
+
+/* Checks the headers alone, before any body is read, for requests that
+ * must be refused whatever their path: a request line or headers over
+ * max-header-size (libmicrohttpd's pool is set somewhat larger, so that
+ * the answer is qtaud's JSON and the limit exact; beyond the pool
+ * libmicrohttpd answers 431 or 414 itself), an announced body over max-body
+ * (answered now, so qtaud never reads it), and a request carrying both
+ * Transfer-Encoding and Content-Length.  For the latter RFC 9112 6.1 lets
+ * a server either trust Transfer-Encoding or refuse; a proxy in front may
+ * have chosen the other reading, which is how requests are smuggled, so
+ * qtaud refuses it.  Every answer here closes the connection: what is
+ * left unread must not be taken for the next request.  Returns true if an answer was
+ * queued (in *ret). */
+static bool refuse_on_headers(struct api *a, struct request *req,
+                              struct MHD_Connection *conn, enum MHD_Result *ret)
+{
+    const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    struct reply r = { .fd = -1, .close = true };
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    size_t head = ci ? ci->header_size : 0;     /* request line and headers */
+
+    if (req->url_len > a->cfg.max_header_size) {
+        char msg[96];
+
+        snprintf(msg, sizeof(msg), "URL longer than %zu bytes", a->cfg.max_header_size);
+        reply_error(&r, 414, "uri_too_long", NULL, msg);
+    } else if (head > a->cfg.max_header_size) {
+        char msg[96];
+
+        snprintf(msg, sizeof(msg), "request line and headers larger than %zu bytes",
+                 a->cfg.max_header_size);
+        reply_error(&r, 431, "header_too_large", NULL, msg);
+    } else if (te && cl) {
+        reply_error(&r, 400, "bad_request", NULL,
+                    "a request may carry Transfer-Encoding or Content-Length, "
+                    "not both");
+    } else if (cl) {
+        char *end;
+        unsigned long long n;
+
+        errno = 0;
+        n = strtoull(cl, &end, 10);
+        /* a malformed length is libmicrohttpd's to refuse; only a valid
+         * one that is too large (or beyond any integer) is answered here */
+        if (end == cl || *end || cl[0] == '-' || (errno && errno != ERANGE)
+            || (errno != ERANGE && n <= a->cfg.max_body))
+            return false;
+        {
+            char msg[96];
+
+            snprintf(msg, sizeof(msg), "request body larger than %zu bytes",
+                     a->cfg.max_body);
+            reply_error(&r, 413, "payload_too_large", NULL, msg);
+        }
+    } else {
+        return false;
+    }
+    req->answered = true;
+    *ret = queue_reply(conn, &r, NULL);
+    return true;
 }
 
 const char *api_bearer(struct MHD_Connection *conn)
@@ -348,26 +441,21 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
         return answer(a, ri, conn, &r, NULL);
     }
     if (route->has_body) {
-        json_error_t jerr;
+        static const struct jsoncheck_limits lim = {
+            .max_depth = JSONCHECK_MAX_DEPTH,
+            .max_string = SPEC_MAX_STRING,
+            .max_key = SPEC_MAX_NAME,
+        };
 
         if (!content_type_json(conn)) {
             reply_error(&r, 415, "unsupported_media_type", NULL,
-                        "send the body as Content-Type: application/json");
+                        "send the body as Content-Type: application/json "
+                        "(UTF-8)");
             return answer(a, ri, conn, &r, NULL);
         }
-        if (req->body.len == 0) {
-            reply_error(&r, 400, "invalid_json", NULL, "the request body is empty");
-            return answer(a, ri, conn, &r, NULL);
-        }
-        c.body = json_loadb(req->body.data, req->body.len,
-                            JSON_REJECT_DUPLICATES | JSON_DECODE_ANY
-                                | JSON_ALLOW_NUL, &jerr);
+        c.body = jsoncheck_load(req->body.data, req->body.len, &lim, &r.err);
         if (!c.body) {
-            char msg[256];
-
-            snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s",
-                     jerr.line, jerr.column, jerr.text);
-            reply_error(&r, 400, "invalid_json", NULL, msg);
+            api_reply_json(&r, r.err.status, NULL, &r.err);
             return answer(a, ri, conn, &r, NULL);
         }
     } else if (req->body.len > 0) {
@@ -396,6 +484,7 @@ static void *uri_seen(void *cls, const char *uri, struct MHD_Connection *conn)
     req->conn = conn;
     req->api = l->api;
     req->nul_in_url = strstr(uri, "%00") != NULL;
+    req->url_len = strlen(uri);
     req->peer_uid = -1;
     if (l->is_unix) {
         const union MHD_ConnectionInfo *ci =
@@ -421,6 +510,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn,
     struct listener *l = cls;
     struct api *a = l->api;
     struct request *req = *req_cls;
+    enum MHD_Result ret;
 
     (void)version;
     if (!req || !req->started) {
@@ -437,6 +527,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn,
             *req_cls = req;
         }
         req->started = true;
+        if (refuse_on_headers(a, req, conn, &ret))
+            return ret;
+        return MHD_YES;
+    }
+    if (req->answered) {
+        /* refused on its headers: whatever body still comes is dropped */
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -470,6 +567,27 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
 }
 
+/* libmicrohttpd's own messages are mostly about clients (a header too
+ * large, a connection over the limit, a peer gone mid-request): at debug
+ * level, so a hostile client cannot flood the log, and through log_msg so
+ * that they read like the rest. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+    size_t n;
+
+    (void)cls;
+    if (log_threshold < LOG_LVL_DEBUG)
+        return;
+    vsnprintf(line, sizeof(line), fmt, ap);
+    n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '.'))
+        line[--n] = '\0';
+    log_debug("http: %s", line);
+}
+
 /* Starts l's libmicrohttpd daemon on address sa, or on the bound socket
  * fd when sa is NULL (it then owns fd).  Returns 0 or -1 with errno. */
 static int listener_start(struct api *a, struct listener *l, unsigned flags,
@@ -480,7 +598,15 @@ static int listener_start(struct api *a, struct listener *l, unsigned flags,
           (void *)sa },
         { MHD_OPTION_CONNECTION_TIMEOUT, a->cfg.idle_timeout, NULL },
         { MHD_OPTION_CONNECTION_LIMIT, a->cfg.max_connections, NULL },
+        /* over the limit, a connection is closed as soon as it is
+         * accepted: one client cannot take every slot */
+        { MHD_OPTION_PER_IP_CONNECTION_LIMIT, a->cfg.max_connections_per_client, NULL },
+        /* each connection's memory pool holds its request line and
+         * headers (and its read buffer): this bounds the headers */
+        { MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+          (intptr_t)(a->cfg.max_header_size + API_HEADER_SLACK), NULL },
         { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, a },
+        { MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL },
         { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_seen, l },
         { sa ? MHD_OPTION_LISTENING_ADDRESS_REUSE : MHD_OPTION_END, 1, NULL },
         /* one thread means no pool: the polling thread serves */

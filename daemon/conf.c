@@ -63,7 +63,11 @@ static const struct option_def options[] = {
     { "idle-timeout", OPT_INT, OFF(idle_timeout), 0, 1, 86400,
       "seconds an idle connection is kept (default 60)" },
     { "max-connections", OPT_INT, OFF(max_connections), 0, 1, 100000,
-      "most open connections (default 1000)" },
+      "most open connections, split over http-threads (default 1000)" },
+    { "max-connections-per-client", OPT_INT, OFF(max_connections_per_client), 0, 0,
+      100000, "most open connections from one address (default 256; 0: no limit)" },
+    { "max-header-size", OPT_INT, OFF(max_header_size), 0, 4096, 1024 * 1024,
+      "bytes a request's line and headers may take; more gets 431 (default 32 KiB)" },
     { "max-requeues", OPT_INT, OFF(max_requeues), 0, 0, 1000,
       "times a task goes back to the queue when its pilot is lost (default 3)" },
     { "agent-path", OPT_STRING, OFF(agent_path), SZ(agent_path), 0, 0,
@@ -104,6 +108,8 @@ static void config_defaults(struct qtaud_config *cfg)
     cfg->max_body = 64L * 1024 * 1024;
     cfg->idle_timeout = 60;
     cfg->max_connections = 1000;
+    cfg->max_connections_per_client = 256;
+    cfg->max_header_size = 32 * 1024;
     cfg->max_requeues = 3;
     snprintf(cfg->agent_path, sizeof(cfg->agent_path), "%s", QTAU_AGENT_DEFAULT);
     cfg->slurm_poll = 2;
@@ -147,7 +153,8 @@ static int parse_listen(struct qtaud_config *cfg, const char *v, const char *src
 static int config_set(struct qtaud_config *cfg, const struct option_def *o,
                       const char *v, const char *src, struct qt_error *err)
 {
-    char *field = (char *)cfg + o->offset;
+    /* void *: the table says which type lives at offset */
+    void *field = (char *)cfg + o->offset;
     char *end;
     double d;
 

@@ -32,6 +32,8 @@ struct qtaud_config {
     long max_body;            /* bytes */
     int idle_timeout;         /* seconds */
     int max_connections;
+    int max_connections_per_client;  /* 0: no limit */
+    int max_header_size;      /* bytes: request line and headers */
     int max_requeues;         /* pilot losses a task survives */
     char agent_path[1024];    /* qtau-agent on the nodes */
     char agent_url[1024];     /* "" : from the listener */

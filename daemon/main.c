@@ -257,6 +257,9 @@ int main(int argc, char **argv)
                         .max_body = (size_t)cfg.max_body,
                         .idle_timeout = (unsigned)cfg.idle_timeout,
                         .max_connections = (unsigned)cfg.max_connections,
+                        .max_connections_per_client =
+                            (unsigned)cfg.max_connections_per_client,
+                        .max_header_size = (size_t)cfg.max_header_size,
                         .db_path = db_path,
                         .token = token,
                         .unix_path = strcmp(sock_path, "none") ? sock_path : NULL,

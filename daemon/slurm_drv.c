@@ -213,6 +213,10 @@ int slurm_drv_submit(const struct slurm_submit *sub, uint32_t *job_id,
 
     if (ensure_init(err) < 0)
         return -1;
+    /* callers without libslurm call this with NULL only to hear why (the
+     * other half of this file); here that would be a bug, not a crash */
+    if (!sub || !job_id)
+        return qt_error_set(err, 500, "internal", NULL, "no batch job to submit");
     desc_fill(&d, sub, tres, sizeof(tres));
     if (slurm_submit_batch_job(&d, &resp) != SLURM_SUCCESS || !resp) {
         slurm_error(err, "submitting the pilot's batch job failed");

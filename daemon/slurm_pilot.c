@@ -457,10 +457,19 @@ static void poll_jobs(struct sched *s)
         if (p->resource != RESOURCE_SLURM || !p->slurm_job_id
             || pilot_state_terminal(p->state))
             continue;
-        jobs = realloc(jobs, (n + 1) * sizeof(*jobs));
-        ids = realloc(ids, (n + 1) * sizeof(*ids));
-        if (!jobs || !ids)
-            abort();
+        {
+            /* out of memory aborts (as in buf.c): nothing to free after */
+            struct slurm_job *more_jobs = realloc(jobs, (n + 1) * sizeof(*jobs));
+            int64_t *more_ids;
+
+            if (!more_jobs)
+                abort();
+            jobs = more_jobs;
+            more_ids = realloc(ids, (n + 1) * sizeof(*ids));
+            if (!more_ids)
+                abort();
+            ids = more_ids;
+        }
         memset(&jobs[n], 0, sizeof(jobs[n]));
         jobs[n].job_id = p->slurm_job_id;
         ids[n++] = p->id;
@@ -878,58 +887,24 @@ done:
 static int report_one(struct sched *s, struct pilot *p, struct agent *a, json_t *r,
                       size_t i, struct qt_error *err)
 {
-    json_int_t id = 0, attempt = 0;
-    json_t *exit_code = NULL, *sig = NULL, *msg = NULL;
-    int interrupted = 0;
-    const char *outcome = NULL, *start = NULL, *end = NULL;
-    struct exec_result res = { .exit_code = -1 };
-    json_error_t jerr;
+    struct agent_result ar;
+    struct exec_result res;
     struct task *t;
-    int value;
-    char field[48];
+    bool interrupted;
 
-    snprintf(field, sizeof(field), "results[%zu]", i);
-    /* (jansson 2.14 has no nullable-string format: error_msg is taken as
-     * an object and checked below) */
-    if (json_unpack_ex(r, &jerr, JSON_STRICT,
-                       "{s:I, s:I, s:s, s?o, s?o, s:s, s:s, s?o, s?b}",
-                       "id", &id, "attempt", &attempt, "outcome", &outcome,
-                       "exit_code", &exit_code, "signal", &sig, "start_time", &start,
-                       "end_time", &end, "error_msg", &msg,
-                       "interrupted", &interrupted) < 0)
-        return qt_error_arg(err, field, "%s: %s", field, jerr.text);
-    if (qt_enum_parse(&exec_outcome_enum, outcome, &value, field, err) < 0)
+    if (agent_result_parse(r, i, &ar, err) < 0)
         return -1;
+    res = ar.res;
+    interrupted = ar.interrupted;
     /* an agent that stops tasks because it is going away takes no more */
     if (interrupted && a)
         a->stopping = true;
-    res.outcome = (enum exec_outcome)value;
-    if (time_parse_iso8601(start, &res.start_time) < 0
-        || time_parse_iso8601(end, &res.end_time) < 0)
-        return qt_error_arg(err, field, "%s: start_time and end_time must be "
-                            "ISO 8601 UTC times", field);
-    if ((exit_code && !json_is_null(exit_code)
-         && (!json_is_integer(exit_code) || json_integer_value(exit_code) < 0
-             || json_integer_value(exit_code) > 255))
-        || (sig && !json_is_null(sig)
-            && (!json_is_integer(sig) || json_integer_value(sig) < 1
-                || json_integer_value(sig) > 64)))
-        return qt_error_arg(err, field, "%s: exit_code must be 0-255 and signal "
-                            "1-64, or null", field);
-    if (json_is_integer(exit_code))
-        res.exit_code = (int)json_integer_value(exit_code);
-    if (json_is_integer(sig))
-        res.term_signal = (int)json_integer_value(sig);
-    if (msg && !json_is_null(msg) && !json_is_string(msg))
-        return qt_error_arg(err, field, "%s: error_msg must be a string or null", field);
-    snprintf(res.error_msg, sizeof(res.error_msg), "%s",
-             json_is_string(msg) ? json_string_value(msg) : "");
 
-    t = sched_find_task(s, (int64_t)id);
+    t = sched_find_task(s, ar.id);
     /* a result for an attempt qtaud no longer waits for (requeued after
      * its pilot was lost, or reported before) is acknowledged, not used */
     if (!t || t->state != TASK_RUNNING || t->run_pilot_id != p->id
-        || t->attempts != (int)attempt || t->ctl)
+        || t->attempts != ar.attempt || t->ctl)
         return 0;
     /* stopped by its agent because the pilot is going away (SLURM's
      * SIGTERM at walltime or scancel): not the task's fault, so it goes

@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <math.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/timeutil.h"
 #include "daemon/spec.h"
 
 struct field_ctx {
@@ -68,6 +70,23 @@ static int get_cstring(json_t *v, struct field_ctx *c, const char *field,
     return 0;
 }
 
+/* A path a task or batch job will chdir() to: absolute (relative to what
+ * would depend on where qtaud or slurmd happens to run) and within what
+ * the kernel takes. */
+static int get_abs_path(json_t *v, struct field_ctx *c, const char *field,
+                        const char **out)
+{
+    if (get_cstring(v, c, field, out) < 0)
+        return -1;
+    if ((*out)[0] != '/')
+        return qt_error_arg(c->err, fname(c, field), "%s%s must be an absolute "
+                            "path", c->prefix, field);
+    if (strlen(*out) >= PATH_MAX)
+        return qt_error_arg(c->err, fname(c, field), "%s%s is longer than %d "
+                            "bytes", c->prefix, field, PATH_MAX - 1);
+    return 0;
+}
+
 static char *xstrdup(const char *s)
 {
     char *d = strdup(s);
@@ -94,14 +113,16 @@ static int get_int(json_t *v, struct field_ctx *c, const char *field,
     return 0;
 }
 
+/* POSIX's portable name, [A-Za-z_][A-Za-z0-9_]*, spelled out rather than
+ * with isalpha(), whose answer depends on the locale. */
 static bool env_name_valid(const char *s)
 {
-    if (!(isalpha((unsigned char)*s) || *s == '_'))
+    static const char first[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_";
+
+    if (!*s || !strchr(first, *s))
         return false;
-    for (s++; *s; s++)
-        if (!(isalnum((unsigned char)*s) || *s == '_'))
-            return false;
-    return true;
+    return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_0123456789")
+           == strlen(s);
 }
 
 /* An object of NAME: "value" pairs into a NULL-terminated NAME=value list. */
@@ -289,13 +310,8 @@ int task_spec_parse(json_t *obj, const char *prefix, struct task_spec *spec,
         if (get_env(v, &c, "env", &spec->env) < 0)
             goto error;
     if ((v = json_object_get(obj, "cwd")) && !json_is_null(v)) {
-        if (get_cstring(v, &c, "cwd", &s) < 0)
+        if (get_abs_path(v, &c, "cwd", &s) < 0)
             goto error;
-        if (s[0] != '/') {
-            qt_error_arg(err, fname(&c, "cwd"), "%scwd must be an absolute path",
-                         prefix);
-            goto error;
-        }
         spec->cwd = xstrdup(s);
     }
     if ((v = json_object_get(obj, "pilot")) && !json_is_null(v)) {
@@ -508,13 +524,8 @@ int pilot_spec_parse(json_t *obj, struct pilot_spec *spec, struct qt_error *err)
         || get_optional_slurm_string(obj, &c, "reservation", &spec->reservation) < 0)
         goto error;
     if (slurm_value_given(v = json_object_get(obj, "working_directory"))) {
-        if (get_cstring(v, &c, "working_directory", &s) < 0)
+        if (get_abs_path(v, &c, "working_directory", &s) < 0)
             goto error;
-        if (s[0] != '/') {
-            qt_error_arg(err, "working_directory",
-                         "working_directory must be an absolute path");
-            goto error;
-        }
         spec->working_directory = xstrdup(s);
     }
     if (slurm_value_given(v = json_object_get(obj, "environment")))
@@ -598,4 +609,59 @@ void pilot_spec_release(struct pilot_spec *spec)
     strv_free(spec->scheduler_script_commands);
     strv_free(spec->environment);
     memset(spec, 0, sizeof(*spec));
+}
+
+int agent_result_parse(json_t *r, size_t i, struct agent_result *out,
+                       struct qt_error *err)
+{
+    json_int_t id = 0, attempt = 0;
+    json_t *exit_code = NULL, *sig = NULL, *msg = NULL;
+    int interrupted = 0;
+    const char *outcome = NULL, *start = NULL, *end = NULL;
+    json_error_t jerr;
+    int value;
+    char field[48];
+
+    memset(out, 0, sizeof(*out));
+    out->res.exit_code = -1;
+    snprintf(field, sizeof(field), "results[%zu]", i);
+    /* (jansson 2.14 has no nullable-string format: error_msg is taken as
+     * an object and checked below) */
+    if (json_unpack_ex(r, &jerr, JSON_STRICT,
+                       "{s:I, s:I, s:s, s?o, s?o, s:s, s:s, s?o, s?b}",
+                       "id", &id, "attempt", &attempt, "outcome", &outcome,
+                       "exit_code", &exit_code, "signal", &sig, "start_time", &start,
+                       "end_time", &end, "error_msg", &msg,
+                       "interrupted", &interrupted) < 0)
+        return qt_error_arg(err, field, "%s: %s", field, jerr.text);
+    if (id <= 0 || attempt <= 0 || attempt > INT_MAX)
+        return qt_error_arg(err, field, "%s: id and attempt must be positive",
+                            field);
+    if (qt_enum_parse(&exec_outcome_enum, outcome, &value, field, err) < 0)
+        return -1;
+    out->res.outcome = (enum exec_outcome)value;
+    if (time_parse_iso8601(start, &out->res.start_time) < 0
+        || time_parse_iso8601(end, &out->res.end_time) < 0)
+        return qt_error_arg(err, field, "%s: start_time and end_time must be "
+                            "ISO 8601 UTC times", field);
+    if ((exit_code && !json_is_null(exit_code)
+         && (!json_is_integer(exit_code) || json_integer_value(exit_code) < 0
+             || json_integer_value(exit_code) > 255))
+        || (sig && !json_is_null(sig)
+            && (!json_is_integer(sig) || json_integer_value(sig) < 1
+                || json_integer_value(sig) > 64)))
+        return qt_error_arg(err, field, "%s: exit_code must be 0-255 and signal "
+                            "1-64, or null", field);
+    if (json_is_integer(exit_code))
+        out->res.exit_code = (int)json_integer_value(exit_code);
+    if (json_is_integer(sig))
+        out->res.term_signal = (int)json_integer_value(sig);
+    if (msg && !json_is_null(msg) && !json_is_string(msg))
+        return qt_error_arg(err, field, "%s: error_msg must be a string or null", field);
+    snprintf(out->res.error_msg, sizeof(out->res.error_msg), "%s",
+             json_is_string(msg) ? json_string_value(msg) : "");
+    out->id = (int64_t)id;
+    out->attempt = (int)attempt;
+    out->interrupted = interrupted != 0;
+    return 0;
 }

@@ -10,11 +10,14 @@
 #define QT_SPEC_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
 #include "common/enums.h"
 #include "common/error.h"
+#include "common/exec.h"
 
 /* Limits a description must stay within (each explained by its use). */
 #define SPEC_MAX_ARGV      4096     /* argv elements */
@@ -64,6 +67,20 @@ struct pilot_spec {
 int pilot_spec_parse(json_t *obj, struct pilot_spec *spec, struct qt_error *err);
 json_t *pilot_spec_to_json(const struct pilot_spec *spec);
 void pilot_spec_release(struct pilot_spec *spec);
+
+/* One element of an agent report's "results" (agent/PROTOCOL.md). */
+struct agent_result {
+    int64_t id;         /* task id, > 0 */
+    int attempt;        /* 1.. */
+    bool interrupted;   /* stopped because its agent is going away */
+    struct exec_result res;
+};
+
+/* Parses results[i] of a report into out; err names "results[i]".  Pure:
+ * whether the task exists, and what the result does to it, is the
+ * scheduler's business.  Returns 0 or -1 with err filled. */
+int agent_result_parse(json_t *r, size_t i, struct agent_result *out,
+                       struct qt_error *err);
 
 /* True if name may name a pilot: 1-64 of [A-Za-z0-9._-], not all digits
  * (those are ids) and not "ANY". */

@@ -35,6 +35,7 @@
 #include "common/enums.h"
 #include "common/error.h"
 #include "common/exec.h"
+#include "common/jsoncheck.h"
 #include "common/timeutil.h"
 #include "daemon/conf.h"
 #include "daemon/spec.h"
@@ -1417,6 +1418,8 @@ START_TEST(test_conf_defaults)
     ck_assert_int_eq(cfg.max_body, 64L * 1024 * 1024);
     ck_assert_int_eq(cfg.idle_timeout, 60);
     ck_assert_int_eq(cfg.max_connections, 1000);
+    ck_assert_int_eq(cfg.max_connections_per_client, 256);
+    ck_assert_int_eq(cfg.max_header_size, 32 * 1024);
     ck_assert_int_eq(cfg.max_requeues, 3);
     ck_assert_str_eq(cfg.agent_path, QTAU_AGENT_DEFAULT);
     ck_assert_str_eq(cfg.agent_url, "");
@@ -1446,6 +1449,8 @@ START_TEST(test_conf_file)
         "max-body = 1024\n"
         "idle-timeout = 5\n"
         "max-connections = 10\n"
+        "max-connections-per-client = 0\n"
+        "max-header-size = 8192\n"
         "max-requeues = 0\n"
         "agent-path = /opt/qtau/bin/qtau-agent\n"
         "agent-url = http://head:8750\n"
@@ -1469,6 +1474,8 @@ START_TEST(test_conf_file)
     ck_assert_int_eq(cfg.max_body, 1024);
     ck_assert_int_eq(cfg.idle_timeout, 5);
     ck_assert_int_eq(cfg.max_connections, 10);
+    ck_assert_int_eq(cfg.max_connections_per_client, 0);
+    ck_assert_int_eq(cfg.max_header_size, 8192);
     ck_assert_int_eq(cfg.max_requeues, 0);
     ck_assert_str_eq(cfg.agent_path, "/opt/qtau/bin/qtau-agent");
     ck_assert_str_eq(cfg.agent_url, "http://head:8750");
@@ -1558,6 +1565,11 @@ static const struct {
     { 'f', "http-threads", "0", "http-threads", NULL },
     { 'f', "max-body", "1023", "max-body", NULL },
     { 'f', "max-connections", "100001", "max-connections", NULL },
+    { 'f', "max-connections-per-client", "-1", "max-connections-per-client", NULL },
+    { 'f', "max-header-size", "4095", "max-header-size", NULL },
+    { 'e', "QTAUD_MAX_HEADER_SIZE", "2000000", "max-header-size",
+      "environment QTAUD_MAX_HEADER_SIZE" },
+    { 'e', "QTAUD_MAX_CONNECTIONS_PER_CLIENT", "x", "max-connections-per-client", NULL },
     { 'f', "shutdown-grace", "-1", "shutdown-grace", NULL },
     { 'f', "shutdown-grace", "nan", "shutdown-grace", NULL },
     { 'f', "kill-grace", "inf", "kill-grace", NULL },
@@ -1750,6 +1762,103 @@ END_TEST
 
 /* ---- runner ------------------------------------------------------------- */
 
+
+/* ---- jsoncheck: the limits every request body passes -------------------- */
+
+static const struct jsoncheck_limits test_lim = { 4, 8, 6 };
+
+static const struct {
+    const char *json;
+    int ok;
+    const char *field;      /* on refusal; "" for none */
+} jsoncheck_cases[] = {
+    { "{\"a\": [[1]]}", 1, "" },
+    { "{\"a\": [[[1]]]}", 1, "" },                   /* depth 4: the limit */
+    { "{\"a\": [[[[1]]]]}", 0, "a" },                /* 5 */
+    { "[{\"a\": {\"b\": {\"c\": {}}}}]", 0, "[0].a.b.c" },
+    { "{\"s\": \"12345678\"}", 1, "" },             /* 8 bytes: the limit */
+    { "{\"s\": \"123456789\"}", 0, "s" },
+    { "{\"s\": \"\\u00e9\\u00e9\\u00e9\\u00e9x\"}", 0, "s" },   /* 9 bytes UTF-8 */
+    { "{\"o\": {\"k\": \"a\\u0000\"}}", 0, "o.k" },
+    { "[\"ok\", {\"c\": [\"x\", \"\\u0000\"]}]", 0, "[1].c" },
+    { "\"\\u0000\"", 0, "" },
+    { "{\"abcdef\": 1}", 1, "" },                    /* 6-byte key: the limit */
+    { "{\"abcdefg\": 1}", 0, "" },
+    { "{\"o\": {\"abcdefg\": 1}}", 0, "o" },
+    { "[[[[\"x\"]]]]", 1, "" },
+    { "[[[[[]]]]]", 0, "[0]" },
+};
+
+START_TEST(test_jsoncheck_value)
+{
+    struct qt_error err = { 0 };
+    json_t *v = json_loads(jsoncheck_cases[_i].json, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+                           NULL);
+    int rc;
+
+    ck_assert_ptr_nonnull(v);
+    rc = jsoncheck_value(v, &test_lim, &err);
+    ck_assert_msg((rc == 0) == (jsoncheck_cases[_i].ok == 1), "%s: rc %d (%s)",
+                  jsoncheck_cases[_i].json, rc, err.message);
+    if (rc < 0) {
+        ck_assert_int_eq(err.status, 400);
+        ck_assert_str_eq(err.field, jsoncheck_cases[_i].field);
+        ck_assert(err.message[0]);
+    }
+    json_decref(v);
+}
+END_TEST
+
+/* A key holding a NUL cannot come from the parser (jansson refuses it),
+ * but it can be built; the walk must still refuse it rather than let the
+ * part before the NUL pass for a known field. */
+START_TEST(test_jsoncheck_nul_key)
+{
+#if JANSSON_VERSION_HEX >= 0x020e00
+    struct qt_error err = { 0 };
+    json_t *o = json_object(), *inner = json_object();
+
+    json_object_setn_new(inner, "A\0B", 3, json_string("x"));
+    json_object_set_new(o, "env", inner);
+    ck_assert_int_eq(jsoncheck_value(o, &(struct jsoncheck_limits){ 32, 64, 64 }, &err),
+                     -1);
+    ck_assert_str_eq(err.field, "env");
+    ck_assert_ptr_nonnull(strstr(err.message, "NUL"));
+    json_object_setn_new(o, "name\0x", 6, json_integer(1));
+    json_object_del(o, "env");
+    ck_assert_int_eq(jsoncheck_value(o, &(struct jsoncheck_limits){ 32, 64, 64 }, &err),
+                     -1);
+    ck_assert_str_eq(err.field, "name");
+    json_decref(o);
+#endif
+}
+END_TEST
+
+/* The depth scan counts brackets outside strings only, and refuses before
+ * jansson builds anything. */
+START_TEST(test_jsoncheck_depth_scan)
+{
+    struct qt_error err = { 0 };
+    char deep[20001];
+    static const char quoted[] = "[\"[[[[[[[[\\\"[[[[[[[[[[\"]";
+
+    ck_assert_int_eq(jsoncheck_depth(quoted, strlen(quoted), 2, &err), 0);
+    ck_assert_int_eq(jsoncheck_depth("[[]]", 4, 2, &err), 0);
+    ck_assert_int_eq(jsoncheck_depth("[[[]]]", 6, 2, &err), -1);
+    ck_assert_str_eq(err.code, "invalid_json");
+    ck_assert_int_eq(jsoncheck_depth("]]]][[", 6, 2, &err), 0);  /* jansson's */
+    memset(deep, '[', 10000);
+    memset(deep + 10000, ']', 10000);
+    deep[20000] = '\0';
+    ck_assert_ptr_null(jsoncheck_load(deep, 20000,
+                                      &(struct jsoncheck_limits){ 32, 64, 64 }, &err));
+    ck_assert_int_eq(err.status, 400);
+    ck_assert_ptr_null(jsoncheck_load("", 0, &(struct jsoncheck_limits){ 32, 64, 64 },
+                                      &err));
+    ck_assert_ptr_nonnull(strstr(err.message, "empty"));
+}
+END_TEST
+
 static Suite *units_suite(void)
 {
     Suite *s = suite_create("units");
@@ -1766,6 +1875,12 @@ static Suite *units_suite(void)
     tc = tcase_create("error");
     tcase_add_test(tc, test_error_helpers);
     tcase_add_test(tc, test_error_utf8);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("jsoncheck");
+    tcase_add_loop_test(tc, test_jsoncheck_value, 0, (int)NELEM(jsoncheck_cases));
+    tcase_add_test(tc, test_jsoncheck_nul_key);
+    tcase_add_test(tc, test_jsoncheck_depth_scan);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("csv");
