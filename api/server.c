@@ -388,19 +388,25 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
     struct query_check qc = { NULL, NULL };
     size_t ri = api_nroutes;    /* the route, for the request counters */
 
+    /* HEAD is GET without the body (libmicrohttpd leaves it out) */
+    const char *want = strcmp(method, "HEAD") == 0 ? "GET" : method;
+
     for (size_t i = 0; i < api_nroutes; i++) {
+        const char *m = api_routes[i].method;
+        bool get = strcmp(m, "GET") == 0;
+
         if (!path_match(api_routes[i].path, url, param, sizeof(param)))
             continue;
         path_known = true;
-        if (strcmp(api_routes[i].method, method) == 0) {
+        if (strcmp(m, want) == 0) {
             route = &api_routes[i];
             ri = i;
             break;
         }
-        if (strlen(allow) + strlen(api_routes[i].method) + 3 < sizeof(allow)) {
+        if (strlen(allow) + strlen(m) + (get ? 9 : 3) < sizeof(allow)) {
             if (allow[0])
                 strcat(allow, ", ");
-            strcat(allow, api_routes[i].method);
+            strcat(allow, get ? "GET, HEAD" : m);
         }
     }
     if (!route) {

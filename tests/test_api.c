@@ -135,8 +135,24 @@ START_TEST(test_health_and_routes)
 
     ck_assert_int_eq(http(&d, "PUT", "/v1/tasks", "{}", NULL, &r), 0);
     ck_assert_int_eq(r.status, 405);
-    ck_assert_str_eq(r.allow, "POST, GET");
+    ck_assert_str_eq(r.allow, "POST, GET, HEAD");
     ck_assert_ptr_nonnull(json_object_get(r.json, "error"));
+    http_resp_free(&r);
+
+    /* HEAD is GET without the body (curl -I), access rules included */
+    ck_assert_int_eq(http(&d, "HEAD", "/v1/health", NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_uint_eq(r.len, 0);
+    ck_assert_str_eq(r.content_type, "application/json");
+    http_resp_free(&r);
+    ck_assert_int_eq(http(&d, "HEAD", "/v1/tasks", NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    http_resp_free(&r);
+    ck_assert_int_eq(http_bearer(&d, "HEAD", "/v1/tasks", NULL, "", &r), 0);
+    ck_assert_int_eq(r.status, 401);
+    http_resp_free(&r);
+    ck_assert_int_eq(http(&d, "HEAD", "/v1/tasks/999", NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 404);
     http_resp_free(&r);
 
     ck_assert_int_eq(http(&d, "GET", "/v1/tasks/999", NULL, NULL, &r), 0);
@@ -1024,23 +1040,24 @@ START_TEST(test_restart_keeps_state)
     fail = submit("{\"shell\": \"exit 4\"}");
     json_decref(wait_task(&d, ok, 20));
     json_decref(wait_task(&d, fail, 20));
-    longrun = submit("{\"shell\": \"if [ -e done ]; then exit 0; fi; touch done; sleep 30\","
-                     " \"cwd\": \"/tmp\", \"name\": \"long\"}");
     {
-        /* a marker file per run, so the second run ends at once */
-        char marker[300];
+        /* the marker lives in this test's own state dir: a fixed /tmp
+         * path was shared with every other run of the suite on the host */
+        char body[600], marker[300];
 
-        snprintf(marker, sizeof(marker), "/tmp/done");
-        unlink(marker);
-    }
-    for (int i = 0; i < 200; i++) {
-        t = http_json(&d, "GET", "/v1/tasks/3", NULL, 200);
-        if (strcmp(jstr(t, "state"), "RUNNING") == 0 && access("/tmp/done", F_OK) == 0) {
+        snprintf(body, sizeof(body), "{\"shell\": \"if [ -e done ]; then exit 0; fi; "
+                 "touch done; sleep 30\", \"cwd\": \"%s\", \"name\": \"long\"}", d.dir);
+        longrun = submit(body);
+        snprintf(marker, sizeof(marker), "%s/done", d.dir);
+        for (int i = 0; i < 200; i++) {
+            t = http_json(&d, "GET", "/v1/tasks/3", NULL, 200);
+            if (strcmp(jstr(t, "state"), "RUNNING") == 0 && access(marker, F_OK) == 0) {
+                json_decref(t);
+                break;
+            }
             json_decref(t);
-            break;
+            usleep(20000);
         }
-        json_decref(t);
-        usleep(20000);
     }
     csv_fetch("/v1/metrics.csv", &before);
     status = daemon_stop(&d, SIGTERM);
@@ -1060,7 +1077,6 @@ START_TEST(test_restart_keeps_state)
     ck_assert_str_eq(jstr(t, "state"), "SUCCESS");
     ck_assert_int_eq(jint(t, "attempts"), 2);
     json_decref(t);
-    unlink("/tmp/done");
 
     csv_fetch("/v1/metrics.csv", &after);
     ck_assert_int_eq(before.n, 3);      /* header + 2 */
