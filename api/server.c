@@ -182,6 +182,8 @@ static bool path_match(const char *pattern, const char *path, char *param,
 struct query_check {
     const char *const *allowed;
     const char *bad;
+    bool twice;             /* bad was given more than once */
+    unsigned seen;          /* bit i: allowed[i] was given */
 };
 
 static enum MHD_Result query_check_one(void *cls, enum MHD_ValueKind kind,
@@ -191,9 +193,18 @@ static enum MHD_Result query_check_one(void *cls, enum MHD_ValueKind kind,
 
     (void)kind;
     (void)value;
-    for (const char *const *k = qc->allowed; k && *k; k++)
-        if (strcmp(*k, key) == 0)
+    for (unsigned i = 0; qc->allowed && qc->allowed[i]; i++)
+        if (strcmp(qc->allowed[i], key) == 0) {
+            /* which of two would count is a guess: refuse, do not guess */
+            if (i < 32 && (qc->seen & (1u << i))) {
+                qc->bad = key;
+                qc->twice = true;
+                return MHD_NO;
+            }
+            if (i < 32)
+                qc->seen |= 1u << i;
             return MHD_YES;
+        }
     qc->bad = key;
     return MHD_NO;
 }
@@ -385,9 +396,8 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
     const struct route *route = NULL;
     bool path_known = false;
     struct route_ctx c = { .api = a, .req = req, .conn = conn };
-    struct query_check qc = { NULL, NULL };
+    struct query_check qc = { NULL, NULL, false, 0 };
     size_t ri = api_nroutes;    /* the route, for the request counters */
-
     /* HEAD is GET without the body (libmicrohttpd leaves it out) */
     const char *want = strcmp(method, "HEAD") == 0 ? "GET" : method;
 
@@ -430,7 +440,8 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
     if (qc.bad) {
         char msg[160];
 
-        snprintf(msg, sizeof(msg), "unknown query parameter '%.64s'", qc.bad);
+        snprintf(msg, sizeof(msg), qc.twice ? "query parameter '%.64s' given more than once"
+                                            : "unknown query parameter '%.64s'", qc.bad);
         reply_error(&r, 400, "invalid_argument", qc.bad, msg);
         return answer(a, ri, conn, &r, NULL);
     }

@@ -163,6 +163,14 @@ START_TEST(test_health_and_routes)
     ck_assert_int_eq(r.status, 400);
     ck_assert_str_eq(jstr(json_object_get(r.json, "error"), "field"), "bogus");
     http_resp_free(&r);
+
+    /* a filter given twice: which one counts would be a guess */
+    ck_assert_int_eq(http(&d, "GET", "/v1/tasks?state=FAILED&limit=5&state=PENDING", NULL,
+                          NULL, &r), 0);
+    ck_assert_int_eq(r.status, 400);
+    ck_assert_str_eq(jstr(json_object_get(r.json, "error"), "field"), "state");
+    ck_assert(strstr(jstr(json_object_get(r.json, "error"), "message"), "more than once"));
+    http_resp_free(&r);
 }
 END_TEST
 
