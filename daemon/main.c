@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,6 +53,10 @@ static int write_port_file(const char *state_dir, int port)
     return rename(tmp, path);
 }
 
+/* Makes the state dir (mode 0700), or takes the one there: a dir that
+ * group or others can enter is closed to them (0700), with a warning - it
+ * holds the token, the store with the pilots' tokens and every task's
+ * description and output. */
 static int make_state_dir(const char *dir)
 {
     struct stat st;
@@ -66,7 +71,49 @@ static int make_state_dir(const char *dir)
         errno = ENOTDIR;
         return -1;
     }
+    if ((st.st_mode & 077) && st.st_uid == geteuid()) {
+        if (chmod(dir, st.st_mode & 0700) < 0)
+            return -1;
+        log_warn("state dir %s was mode %04o: now %04o, as it holds the token and the "
+                 "store", dir, (unsigned)(st.st_mode & 07777), (unsigned)(st.st_mode & 0700));
+    }
     return 0;
+}
+
+/* Takes <state-dir>/lock for the life of the process (flock: the kernel
+ * lets it go however qtaud ends), so that a second qtaud on the same state
+ * dir refuses to start instead of taking the first one's running tasks
+ * for interrupted ones.  Returns the lock's fd, or -1 with msg filled. */
+static int lock_state_dir(const char *dir, char *msg, size_t len)
+{
+    char path[1100], pid[32] = "";
+    int fd;
+    ssize_t n;
+
+    snprintf(path, sizeof(path), "%s/lock", dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(msg, len, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int saved = errno;
+
+        n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        if (saved == EWOULDBLOCK)
+            snprintf(msg, len, "state dir %s is in use by another qtaud (pid %s)", dir,
+                     pid[0] ? pid : "unknown");
+        else
+            snprintf(msg, len, "cannot lock %s: %s", path, strerror(saved));
+        close(fd);
+        return -1;
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        log_warn("cannot write the pid into %s: %s", path, strerror(errno));
+    return fd;
 }
 
 /* Tells the scheduler where agents reach qtaud: agent-url, or the
@@ -144,7 +191,7 @@ int main(int argc, char **argv)
     sigset_t sigs;
     char db_path[1100], hostname[256], listen_host[64], status[160];
     char token_path[1100], sock_path[1100], token[QT_TOKEN_MAX + 1];
-    int port = 0, rc = 1, listen_fd = -1;
+    int port = 0, rc = 1, listen_fd = -1, lock_fd;
 
     if (config_load(&cfg, argc, argv, &err) < 0) {
         fprintf(stderr, "qtaud: %s\n", err.message);
@@ -174,6 +221,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "qtaud: state directory %s: %s\n", cfg.state_dir,
                 strerror(errno));
         return 2;
+    }
+    {
+        char msg[1200];
+
+        /* held until exit: the fd is closed by the exit itself */
+        lock_fd = lock_state_dir(cfg.state_dir, msg, sizeof(msg));
+        if (lock_fd < 0) {
+            fprintf(stderr, "qtaud: %s\n", msg);
+            return 2;
+        }
     }
     /* before any thread: it unsets LISTEN_* */
     if (service_listen_fd(&listen_fd, &err) < 0) {
@@ -324,5 +381,6 @@ out:
         unlink(path);
         log_info("stopped");
     }
+    close(lock_fd);   /* last: the store is closed, another qtaud may come */
     return rc;
 }

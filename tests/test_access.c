@@ -409,6 +409,61 @@ START_TEST(test_non_loopback_warns)
 }
 END_TEST
 
+/* A second qtaud on a state dir in use refuses to start, naming the first
+ * one's pid, and leaves the first one's running task alone. */
+START_TEST(test_state_dir_in_use)
+{
+    char log[400], args[600], want[64];
+    json_t *t;
+    long long id;
+
+    start(NULL);
+    t = http_json(&d, "POST", "/v1/tasks", "{\"command\": [\"sleep\", \"2\"]}", 201);
+    id = jint(t, "id");
+    json_decref(t);
+    for (int i = 0; i < 250; i++) {   /* until it runs: up to 5 s */
+        char path[64];
+        bool running;
+
+        snprintf(path, sizeof(path), "/v1/tasks/%lld", id);
+        t = http_json(&d, "GET", path, NULL, 200);
+        running = strcmp(jstr(t, "state"), "RUNNING") == 0;
+        json_decref(t);
+        if (running)
+            break;
+        usleep(20000);
+    }
+    snprintf(log, sizeof(log), "%s/second.log", d.dir);
+    snprintf(args, sizeof(args), "--state-dir %s --socket none", d.dir);
+    ck_assert_int_eq(run_qtaud(args, log), 2);
+    snprintf(want, sizeof(want), "in use by another qtaud (pid %d)", (int)d.pid);
+    ck_assert_msg(file_has(log, want), "the refusal does not say '%s'", want);
+    t = wait_task(&d, id, 30);
+    ck_assert_str_eq(jstr(t, "state"), "SUCCESS");
+    ck_assert_int_eq(jint(t, "attempts"), 1);
+    json_decref(t);
+    /* the port file is still the first one's */
+    ck_assert_int_eq(daemon_stop(&d, SIGTERM), 0);
+    ck_assert_int_eq(daemon_start(&d, NULL), 0);   /* and the lock went with it */
+}
+END_TEST
+
+/* A state dir others can enter is closed to them at start-up: it holds
+ * the token and the store. */
+START_TEST(test_state_dir_closed_to_others)
+{
+    struct stat st;
+
+    memset(&d, 0, sizeof(d));
+    snprintf(d.dir, sizeof(d.dir), "/tmp/qtaud-test-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(d.dir));
+    ck_assert_int_eq(chmod(d.dir, 0755), 0);
+    ck_assert_int_eq(daemon_start(&d, NULL), 0);
+    ck_assert_int_eq(stat(d.dir, &st), 0);
+    ck_assert_int_eq(st.st_mode & 0777, 0700);
+}
+END_TEST
+
 static Suite *access_suite(void)
 {
     Suite *s = suite_create("access");
@@ -424,6 +479,8 @@ static Suite *access_suite(void)
     tcase_add_test(tc, test_unix_socket_other_uid);
     tcase_add_test(tc, test_unix_socket_path);
     tcase_add_test(tc, test_non_loopback_warns);
+    tcase_add_test(tc, test_state_dir_in_use);
+    tcase_add_test(tc, test_state_dir_closed_to_others);
     suite_add_tcase(s, tc);
     return s;
 }
