@@ -247,12 +247,25 @@ static bool content_type_json(struct MHD_Connection *conn)
  * the answer is qtaud's JSON and the limit exact; beyond the pool
  * libmicrohttpd answers 431 or 414 itself), an announced body over max-body
  * (answered now, so qtaud never reads it), and a request carrying both
- * Transfer-Encoding and Content-Length.  For the latter RFC 9112 6.1 lets
+ * Transfer-Encoding and Content-Length, or several Content-Length headers.
+ * For the TE+CL case RFC 9112 6.1 lets
  * a server either trust Transfer-Encoding or refuse; a proxy in front may
  * have chosen the other reading, which is how requests are smuggled, so
  * qtaud refuses it.  Every answer here closes the connection: what is
  * left unread must not be taken for the next request.  Returns true if an answer was
  * queued (in *ret). */
+static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind,
+                                            const char *key, const char *value)
+{
+    int *n = cls;
+
+    (void)kind;
+    (void)value;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        (*n)++;
+    return MHD_YES;
+}
+
 static bool refuse_on_headers(struct api *a, struct request *req,
                               struct MHD_Connection *conn, enum MHD_Result *ret)
 {
@@ -264,7 +277,9 @@ static bool refuse_on_headers(struct api *a, struct request *req,
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
     size_t head = ci ? ci->header_size : 0;     /* request line and headers */
+    int lengths = 0;
 
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_content_length, &lengths);
     if (req->url_len > a->cfg.max_header_size) {
         char msg[96];
 
@@ -280,6 +295,10 @@ static bool refuse_on_headers(struct api *a, struct request *req,
         reply_error(&r, 400, "bad_request", NULL,
                     "a request may carry Transfer-Encoding or Content-Length, "
                     "not both");
+    } else if (lengths > 1) {
+        /* libmicrohttpd takes the first; a proxy may have taken another */
+        reply_error(&r, 400, "bad_request", NULL,
+                    "a request may carry one Content-Length, not several");
     } else if (cl) {
         char *end;
         unsigned long long n;

@@ -574,6 +574,31 @@ START_TEST(test_bad_content_length)
         buf_release(&in);
         buf_release(&hdr);
     }
+    /* two lengths, equal or not: which one frames the body would be a
+     * guess a proxy in front may make the other way */
+    for (int same = 0; same < 2; same++) {
+        struct buf b = BUF_INIT, in = BUF_INIT;
+        static const char body[] = "{\"command\": [\"true\"]}";
+        char hdr[160];
+        json_t *list;
+        int fd, status;
+
+        snprintf(hdr, sizeof(hdr), "Content-Type: application/json\r\nContent-Length: %zu"
+                 "\r\nContent-Length: %zu\r\n", strlen(body), same ? strlen(body) : (size_t)2);
+        raw_head(&b, "POST", "/v1/tasks", hdr);
+        buf_adds(&b, body);
+        fd = raw_connect(NULL);
+        ck_assert_int_eq(send_all(fd, b.data, b.len), 0);
+        status = read_answer(fd, &in);
+        ck_assert_msg(status == 400, "two Content-Length headers: status %d", status);
+        ck_assert(closed_by_server(fd));
+        close(fd);
+        list = http_json(&d, "GET", "/v1/tasks", NULL, 200);
+        ck_assert_int_eq(json_array_size(json_object_get(list, "tasks")), 0);
+        json_decref(list);
+        buf_release(&b);
+        buf_release(&in);
+    }
 }
 END_TEST
 
