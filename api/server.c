@@ -479,6 +479,7 @@ static enum MHD_Result dispatch(struct api *a, struct request *req,
     if (route->has_body) {
         static const struct jsoncheck_limits lim = {
             .max_depth = JSONCHECK_MAX_DEPTH,
+            .max_items = JSONCHECK_MAX_ITEMS,
             .max_string = SPEC_MAX_STRING,
             .max_key = SPEC_MAX_NAME,
         };

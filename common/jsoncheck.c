@@ -14,8 +14,17 @@
 int jsoncheck_depth(const char *data, size_t len, int max_depth,
                     struct qt_error *err)
 {
+    struct jsoncheck_limits lim = { .max_depth = max_depth };
+
+    return jsoncheck_scan(data, len, &lim, err);
+}
+
+int jsoncheck_scan(const char *data, size_t len, const struct jsoncheck_limits *lim,
+                   struct qt_error *err)
+{
     bool in_string = false, escaped = false;
-    int depth = 0;
+    int depth = 0, max_depth = lim->max_depth;
+    size_t items = 0;
 
     for (size_t i = 0; i < len; i++) {
         char c = data[i];
@@ -28,6 +37,12 @@ int jsoncheck_depth(const char *data, size_t len, int max_depth,
             else if (c == '"')
                 in_string = false;
             continue;
+        }
+        if (c == ',' || c == '[' || c == '{') {
+            if (lim->max_items && ++items > lim->max_items)
+                return qt_error_set(err, 413, "payload_too_large", NULL,
+                                    "JSON body holds more than %zu values; send "
+                                    "large arrays in several requests", lim->max_items);
         }
         if (c == '"') {
             in_string = true;
@@ -186,7 +201,7 @@ json_t *jsoncheck_load(const char *data, size_t len,
         qt_error_set(err, 400, "invalid_json", NULL, "the request body is empty");
         return NULL;
     }
-    if (jsoncheck_depth(data, len, lim->max_depth, err) < 0)
+    if (jsoncheck_scan(data, len, lim, err) < 0)
         return NULL;
     /* NULs are let through the parser so that the walk can name the field
      * that holds one, rather than jansson's bare "\u0000 is not allowed" */

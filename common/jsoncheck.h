@@ -23,6 +23,7 @@
 
 struct jsoncheck_limits {
     int max_depth;          /* containers inside containers; root is 1 */
+    size_t max_items;       /* values, keys and containers; 0: no bound */
     size_t max_string;      /* bytes in one string value */
     size_t max_key;         /* bytes in one object key */
 };
@@ -31,11 +32,24 @@ struct jsoncheck_limits {
  * leaves room and still keeps every recursive walk over a body shallow. */
 #define JSONCHECK_MAX_DEPTH 32
 
+/* A parsed value costs jansson some 50 bytes however small its text: a
+ * 64 MiB body of "[1,1,...]" is 32 million values, 1.5 GB in memory.
+ * A million is room for an array of 100,000 tasks of a few fields each
+ * (one POST; more go in several) and bounds a body's tree to ~50 MB. */
+#define JSONCHECK_MAX_ITEMS 1000000
+
 /* Scans raw JSON text for nesting deeper than max_depth, without parsing
  * (brackets inside strings do not count).  Returns 0, or -1 with err (400
  * invalid_json) saying at which byte the limit was passed. */
 int jsoncheck_depth(const char *data, size_t len, int max_depth,
                     struct qt_error *err);
+
+/* Scans raw JSON text as jsoncheck_depth() does, and also counts what
+ * jansson would build (commas and containers outside strings: at least
+ * half the values and keys).  Returns 0, or -1 with err: 400 invalid_json
+ * for the depth, 413 payload_too_large for more than lim->max_items. */
+int jsoncheck_scan(const char *data, size_t len, const struct jsoncheck_limits *lim,
+                   struct qt_error *err);
 
 /* Walks a parsed value: depth, string and key lengths, NUL bytes in
  * strings and keys.  Returns 0, or -1 with err (400 invalid_argument)

@@ -28,6 +28,7 @@
 #include <curl/curl.h>
 
 #include "common/buf.h"
+#include "common/jsoncheck.h"
 #include "tests/client.h"
 
 #define GUARD_MS 60000      /* longest wait for an answer before failing */
@@ -602,6 +603,46 @@ START_TEST(test_bad_content_length)
 }
 END_TEST
 
+/* A body of many tiny values: jansson spends ~50 bytes on each, so a few
+ * MB of "1," would be hundreds of MB in memory.  Over the item bound it is
+ * a 413 before parsing; just under it, qtaud does not keep what parsing
+ * took. */
+START_TEST(test_many_values)
+{
+    struct http_resp r;
+    long before, after;
+    struct buf b = BUF_INIT;
+
+    start(NULL);
+    /* a million and one: refused on the scan */
+    buf_addc(&b, '[');
+    for (size_t i = 0; i <= JSONCHECK_MAX_ITEMS; i++)
+        buf_adds(&b, "1,");
+    buf_adds(&b, "1]");
+    ck_assert_int_eq(http(&d, "POST", "/v1/tasks", b.data, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 413);
+    ck_assert_ptr_nonnull(strstr(jstr(json_object_get(r.json, "error"), "message"),
+                                 "values"));
+    http_resp_free(&r);
+    buf_release(&b);
+    assert_healthy("after a body of too many values");
+
+    /* just under: parsed (and refused by the task parser) */
+    before = rss_kib(d.pid);
+    buf_addc(&b, '[');
+    for (size_t i = 0; i < JSONCHECK_MAX_ITEMS - 10; i++)
+        buf_adds(&b, "1,");
+    buf_adds(&b, "1]");
+    ck_assert_int_eq(http(&d, "POST", "/v1/tasks", b.data, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 400);
+    http_resp_free(&r);
+    buf_release(&b);
+    assert_healthy("after a body of a million values");
+    after = rss_kib(d.pid);
+    ck_assert_msg(after - before < 40 * 1024, "RSS grew by %ld KiB and stayed", after - before);
+}
+END_TEST
+
 static char *repeat(const char *head, char c, size_t n, const char *tail)
 {
     struct buf b = BUF_INIT;
@@ -882,6 +923,7 @@ static Suite *abuse_suite(void)
     tcase_add_test(tc, test_huge_body);
     tcase_add_test(tc, test_te_and_content_length);
     tcase_add_test(tc, test_bad_content_length);
+    tcase_add_test(tc, test_many_values);
     tcase_add_test(tc, test_validation_table);
     tcase_add_test(tc, test_task_descriptors);
     suite_add_tcase(s, tc);
