@@ -23,9 +23,9 @@
 
 struct jsoncheck_limits {
     int max_depth;          /* containers inside containers; root is 1 */
-    size_t max_items;       /* values, keys and containers; 0: no bound */
     size_t max_string;      /* bytes in one string value */
     size_t max_key;         /* bytes in one object key */
+    size_t max_items;       /* values, keys and containers; 0: no bound */
 };
 
 /* Deepest legitimate body is a task array -> task -> env: 3 levels. 32

@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -33,7 +34,8 @@ struct option_def {
 
 static const struct option_def options[] = {
     { "listen", OPT_LISTEN, 0, 0, 0, 0,
-      "HOST:PORT to listen on (default 127.0.0.1:8750; port 0 picks one)" },
+      "ADDRESS:PORT to listen on, a numeric IPv4 or [IPv6] address (default "
+      "127.0.0.1:8750; port 0 picks one)" },
     { "state-dir", OPT_STRING, OFF(state_dir), SZ(state_dir), 0, 0,
       "directory for qtaud.db, task output and the port file (default /var/lib/qtaud)" },
     { "token-file", OPT_STRING, OFF(token_file), SZ(token_file), 0, 0,
@@ -128,7 +130,7 @@ static int parse_listen(struct qtaud_config *cfg, const char *v, const char *src
     long port;
 
     if (!colon)
-        return qt_error_arg(err, "listen", "%s: listen must be HOST:PORT, got '%.64s'",
+        return qt_error_arg(err, "listen", "%s: listen must be ADDRESS:PORT, got '%.64s'",
                             src, v);
     hlen = (size_t)(colon - v);
     if (hlen >= 2 && v[0] == '[' && v[hlen - 1] == ']') {  /* [::1]:8750 */
@@ -144,6 +146,21 @@ static int parse_listen(struct qtaud_config *cfg, const char *v, const char *src
     if (!isdigit((unsigned char)colon[1]) || errno || *end || port > 65535)
         return qt_error_arg(err, "listen", "%s: listen port must be 0-65535, got '%.16s'",
                             src, colon + 1);
+    {
+        /* a numeric address, checked here so that a bad one stops start-up
+         * before anything is opened: names are not looked up */
+        char h[sizeof(cfg->listen_host)];
+        unsigned char addr[sizeof(struct in6_addr)];
+
+        memcpy(h, host, hlen);
+        h[hlen] = '\0';
+        if (inet_pton(AF_INET, h, addr) != 1 && inet_pton(AF_INET6, h, addr) != 1)
+            return qt_error_arg(err, "listen", "%s: listen host '%.64s' is not a numeric "
+                                "IPv4 or IPv6 address (127.0.0.1, [::1])", src, h);
+        if (v[0] == '[' && inet_pton(AF_INET6, h, addr) != 1)
+            return qt_error_arg(err, "listen", "%s: listen takes brackets around an IPv6 "
+                                "address only, got '%.64s'", src, v);
+    }
     memcpy(cfg->listen_host, host, hlen);
     cfg->listen_host[hlen] = '\0';
     cfg->listen_port = (int)port;

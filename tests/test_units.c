@@ -1578,7 +1578,7 @@ static const struct {
     { 'f', "log-level", "INFO", "log-level", NULL },
     { 'f', "allow-root", "maybe", "allow-root", "true or false" },
     { 'f', "state-dir", "", "state-dir", NULL },
-    { 'f', "listen", "8750", "listen", "HOST:PORT" },
+    { 'f', "listen", "8750", "listen", "ADDRESS:PORT" },
     { 'f', "max-requeues", "1001", "max-requeues", NULL },
     { 'f', "slurm-poll", "0", "slurm-poll", NULL },
     { 'f', "heartbeat-interval", "nan", "heartbeat-interval", NULL },
@@ -1680,25 +1680,29 @@ static const struct {
 } listen_cases[] = {
     { "127.0.0.1:8750", "127.0.0.1", 8750 },
     { "0.0.0.0:0", "0.0.0.0", 0 },               /* port 0 picks a free one */
-    { "localhost:65535", "localhost", 65535 },
-    { "h:1", "h", 1 },
+    { "127.0.0.1:65535", "127.0.0.1", 65535 },
+    /* names are not looked up: qtaud binds a numeric address */
+    { "localhost:8750", NULL, 0 },
+    { "h:1", NULL, 0 },
+    { "127.0.0.1.5:1", NULL, 0 },
+    { "[127.0.0.1]:1", NULL, 0 },
     { "[::1]:9000", "::1", 9000 },
     { "[::]:0", "::", 0 },
     { "8750", NULL, 0 },
     { "", NULL, 0 },
     { ":8750", NULL, 0 },
     { "[]:8750", NULL, 0 },
-    { "host:", NULL, 0 },
-    { "host:65536", NULL, 0 },
-    { "host:-1", NULL, 0 },
-    { "host:-0", NULL, 0 },
-    { "host:+80", NULL, 0 },
-    { "host: 80", NULL, 0 },
-    { "host:80 ", NULL, 0 },
-    { "host:abc", NULL, 0 },
-    { "host:80x", NULL, 0 },
-    { "host:0x50", NULL, 0 },
-    { "host:99999999999999999999", NULL, 0 },
+    { "127.0.0.1:", NULL, 0 },
+    { "127.0.0.1:65536", NULL, 0 },
+    { "127.0.0.1:-1", NULL, 0 },
+    { "127.0.0.1:-0", NULL, 0 },
+    { "127.0.0.1:+80", NULL, 0 },
+    { "127.0.0.1: 80", NULL, 0 },
+    { "127.0.0.1:80 ", NULL, 0 },
+    { "127.0.0.1:abc", NULL, 0 },
+    { "127.0.0.1:80x", NULL, 0 },
+    { "127.0.0.1:0x50", NULL, 0 },
+    { "127.0.0.1:99999999999999999999", NULL, 0 },
     /* 64 characters of host: one too many for listen_host */
     { "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh:1", NULL, 0 },
 };
@@ -1730,14 +1734,16 @@ START_TEST(test_conf_listen_max_host)
 {
     struct qtaud_config cfg;
     struct qt_error err;
-    char *host = repeat('h', sizeof(cfg.listen_host) - 1);
+    /* the longest text an address has (INET6_ADDRSTRLEN - 1) fits */
+    const char *host = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
     char flag[128];
 
+    ck_assert_uint_eq(strlen(host), 45);
+    ck_assert_uint_lt(strlen(host), sizeof(cfg.listen_host));
     clear_qtaud_env();
-    snprintf(flag, sizeof(flag), "--listen=%s:80", host);
+    snprintf(flag, sizeof(flag), "--listen=[%s]:80", host);
     ck_assert_int_eq(load(&cfg, &err, flag, NULL), 0);
     ck_assert_str_eq(cfg.listen_host, host);
-    free(host);
 }
 END_TEST
 
@@ -1765,7 +1771,7 @@ END_TEST
 
 /* ---- jsoncheck: the limits every request body passes -------------------- */
 
-static const struct jsoncheck_limits test_lim = { 4, 8, 6 };
+static const struct jsoncheck_limits test_lim = { 4, 8, 6, 0 };
 
 static const struct {
     const char *json;
@@ -1820,13 +1826,13 @@ START_TEST(test_jsoncheck_nul_key)
 
     json_object_setn_new(inner, "A\0B", 3, json_string("x"));
     json_object_set_new(o, "env", inner);
-    ck_assert_int_eq(jsoncheck_value(o, &(struct jsoncheck_limits){ 32, 64, 64 }, &err),
+    ck_assert_int_eq(jsoncheck_value(o, &(struct jsoncheck_limits){ 32, 64, 64, 0 }, &err),
                      -1);
     ck_assert_str_eq(err.field, "env");
     ck_assert_ptr_nonnull(strstr(err.message, "NUL"));
     json_object_setn_new(o, "name\0x", 6, json_integer(1));
     json_object_del(o, "env");
-    ck_assert_int_eq(jsoncheck_value(o, &(struct jsoncheck_limits){ 32, 64, 64 }, &err),
+    ck_assert_int_eq(jsoncheck_value(o, &(struct jsoncheck_limits){ 32, 64, 64, 0 }, &err),
                      -1);
     ck_assert_str_eq(err.field, "name");
     json_decref(o);
@@ -1836,6 +1842,26 @@ END_TEST
 
 /* The depth scan counts brackets outside strings only, and refuses before
  * jansson builds anything. */
+/* The scan counts what jansson would build (commas and containers
+ * outside strings) and refuses more than max_items with a 413. */
+START_TEST(test_jsoncheck_item_bound)
+{
+    const struct jsoncheck_limits lim = { 32, 64, 64, 4 };
+    static const char quoted[] = "[\",,,,,,\", \"[[{{\"]";
+    struct qt_error err;
+
+    ck_assert_int_eq(jsoncheck_scan("[1,2,3]", 7, &lim, &err), 0);          /* 3 */
+    ck_assert_int_eq(jsoncheck_scan("[1,2,3,4]", 9, &lim, &err), 0);        /* 4 */
+    ck_assert_int_eq(jsoncheck_scan("[1,2,3,4,5]", 11, &lim, &err), -1);    /* 5 */
+    ck_assert_int_eq(err.status, 413);
+    ck_assert_str_eq(err.code, "payload_too_large");
+    ck_assert_int_eq(jsoncheck_scan("[[],{},[]]", 10, &lim, &err), -1);     /* 6 */
+    ck_assert_int_eq(jsoncheck_scan(quoted, strlen(quoted), &lim, &err), 0);
+    ck_assert_int_eq(jsoncheck_scan("[1,2,3,4,5]", 11,
+                                    &(struct jsoncheck_limits){ 32, 64, 64, 0 }, &err), 0);
+}
+END_TEST
+
 START_TEST(test_jsoncheck_depth_scan)
 {
     struct qt_error err = { 0 };
@@ -1851,9 +1877,9 @@ START_TEST(test_jsoncheck_depth_scan)
     memset(deep + 10000, ']', 10000);
     deep[20000] = '\0';
     ck_assert_ptr_null(jsoncheck_load(deep, 20000,
-                                      &(struct jsoncheck_limits){ 32, 64, 64 }, &err));
+                                      &(struct jsoncheck_limits){ 32, 64, 64, 0 }, &err));
     ck_assert_int_eq(err.status, 400);
-    ck_assert_ptr_null(jsoncheck_load("", 0, &(struct jsoncheck_limits){ 32, 64, 64 },
+    ck_assert_ptr_null(jsoncheck_load("", 0, &(struct jsoncheck_limits){ 32, 64, 64, 0 },
                                       &err));
     ck_assert_ptr_nonnull(strstr(err.message, "empty"));
 }
@@ -1881,6 +1907,7 @@ static Suite *units_suite(void)
     tcase_add_loop_test(tc, test_jsoncheck_value, 0, (int)NELEM(jsoncheck_cases));
     tcase_add_test(tc, test_jsoncheck_nul_key);
     tcase_add_test(tc, test_jsoncheck_depth_scan);
+    tcase_add_test(tc, test_jsoncheck_item_bound);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("csv");
