@@ -757,7 +757,9 @@ START_TEST(test_cancel_running)
     ck_assert_msg(res.outcome == EXEC_CANCELED, "outcome %d", res.outcome);
     ck_assert_str_eq(res.error_msg, "canceled");
     ck_assert_int_eq(res.term_signal, SIGTERM);
-    ck_assert_double_ge(wall, 0.3);
+    /* no lower bound on wall: the canceller's 0.3 s start before run()
+     * takes its first time, so a wall a hair under 0.3 s is right; that
+     * the cancel ended it, CANCELED and SIGTERM say */
     ck_assert_double_lt(wall, 2.0);
     assert_no_spin(wall, cpu);
     exec_ctl_destroy(ctl);
