@@ -167,6 +167,17 @@ static int parse_listen(struct qtaud_config *cfg, const char *v, const char *src
     return 0;
 }
 
+/* A limit as a user writes it: whole numbers in full (%g alone would say
+ * 1.07374e+09 for max-body's), others as %g. */
+static const char *num_text(double d, char *buf, size_t len)
+{
+    if (d == (double)(long long)d)
+        snprintf(buf, len, "%lld", (long long)d);
+    else
+        snprintf(buf, len, "%g", d);
+    return buf;
+}
+
 static int config_set(struct qtaud_config *cfg, const struct option_def *o,
                       const char *v, const char *src, struct qt_error *err)
 {
@@ -208,11 +219,15 @@ static int config_set(struct qtaud_config *cfg, const struct option_def *o,
         errno = 0;
         d = o->type == OPT_DOUBLE ? strtod(v, &end) : (double)strtoll(v, &end, 10);
         /* written so that NaN, which compares false, is out of range */
-        if (errno || end == v || *end || !(d >= o->min && d <= o->max))
-            return qt_error_arg(err, o->name, "%s: %s must be a %s from %g to %g, "
+        if (errno || end == v || *end || !(d >= o->min && d <= o->max)) {
+            char lo[32], hi[32];
+
+            return qt_error_arg(err, o->name, "%s: %s must be a %s from %s to %s, "
                                 "got '%.32s'", src, o->name,
                                 o->type == OPT_DOUBLE ? "number" : "whole number",
-                                o->min, o->max, v);
+                                num_text(o->min, lo, sizeof(lo)),
+                                num_text(o->max, hi, sizeof(hi)), v);
+        }
         if (o->type == OPT_INT)
             *(int *)field = (int)d;
         else if (o->type == OPT_LONG)

@@ -1730,6 +1730,20 @@ START_TEST(test_conf_listen)
 }
 END_TEST
 
+/* A range in an error reads as written: 1073741824, not 1.07374e+09. */
+START_TEST(test_conf_range_message)
+{
+    struct qtaud_config cfg;
+    struct qt_error err;
+
+    clear_qtaud_env();
+    ck_assert_int_eq(load(&cfg, &err, "--max-body=-1", NULL), -1);
+    ck_assert_msg(strstr(err.message, "from 1024 to 1073741824") != NULL, "%s", err.message);
+    ck_assert_int_eq(load(&cfg, &err, "--slurm-poll=0", NULL), -1);
+    ck_assert_msg(strstr(err.message, "from 0.1 to 600") != NULL, "%s", err.message);
+}
+END_TEST
+
 START_TEST(test_conf_listen_max_host)
 {
     struct qtaud_config cfg;
@@ -1958,6 +1972,7 @@ static Suite *units_suite(void)
     tcase_add_test(tc, test_conf_file_syntax);
     tcase_add_loop_test(tc, test_conf_listen, 0, (int)NELEM(listen_cases));
     tcase_add_test(tc, test_conf_listen_max_host);
+    tcase_add_test(tc, test_conf_range_message);
     tcase_add_test(tc, test_conf_usage);
     suite_add_tcase(s, tc);
 
