@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,6 +115,35 @@ static int lock_state_dir(const char *dir, char *msg, size_t len)
     if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
         log_warn("cannot write the pid into %s: %s", path, strerror(errno));
     return fd;
+}
+
+/* Raises the soft limit on open files to the hard one when the
+ * configuration can need more than the soft one allows - each connection
+ * is a descriptor and each local pilot worker keeps two live output files
+ * open - and warns when even the hard limit is short.  (systemd's advice
+ * for daemons; a login shell's soft limit is often 1024, below the
+ * default max-connections alone.) */
+static void fit_open_files(const struct qtaud_config *cfg)
+{
+    long cores = cfg->local_cores > 0 ? cfg->local_cores : sysconf(_SC_NPROCESSORS_ONLN);
+    rlim_t need = (rlim_t)cfg->max_connections + 2 * (rlim_t)(cores > 0 ? cores : 1)
+                  + 64;   /* the store, logs, listeners, libslurm */
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+        return;
+    if (rl.rlim_max > rl.rlim_cur) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            log_info("open files limit raised to %llu (max-connections %d and %ld "
+                     "local cores need about %llu)", (unsigned long long)rl.rlim_cur,
+                     cfg->max_connections, cores, (unsigned long long)need);
+    }
+    if (rl.rlim_cur < need)
+        log_warn("open files limit is %llu, but max-connections %d and %ld local cores "
+                 "need about %llu: lower max-connections or raise the limit "
+                 "(LimitNOFILE= in the unit, ulimit -n)", (unsigned long long)rl.rlim_cur,
+                 cfg->max_connections, cores, (unsigned long long)need);
 }
 
 /* Tells the scheduler where agents reach qtaud: agent-url, or the
@@ -232,6 +262,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    fit_open_files(&cfg);
     /* before any thread: it unsets LISTEN_* */
     if (service_listen_fd(&listen_fd, &err) < 0) {
         fprintf(stderr, "qtaud: %s\n", err.message);

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -639,6 +640,56 @@ START_TEST(test_many_values)
 }
 END_TEST
 
+/* qtaud's soft limit on open files, from /proc/<pid>/limits. */
+static long open_files_soft(pid_t pid)
+{
+    char path[64], line[256];
+    long soft = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/limits", (int)pid);
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "Max open files %ld", &soft) == 1)
+            break;
+    fclose(f);
+    return soft;
+}
+
+/* Started from a shell whose soft limit on open files is below what
+ * max-connections needs (1024 is common), qtaud raises it to the hard
+ * limit; when even the hard one is short, it says so. */
+START_TEST(test_open_files_limit)
+{
+    struct rlimit rl = { 256, 4096 };
+    char log[] = "/tmp/qtaud-test-log-XXXXXX";
+    int fd = mkstemp(log);
+    char buf[8192] = "";
+    FILE *f;
+
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);   /* this test's process only */
+    start(NULL);
+    ck_assert_int_eq(open_files_soft(d.pid), 4096);
+    teardown();
+
+    rl.rlim_max = 512;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    memset(&d, 0, sizeof(d));
+    d.log_path = log;
+    ck_assert_int_eq(daemon_start(&d, NULL), 0);
+    ck_assert_int_eq(open_files_soft(d.pid), 512);
+    f = fopen(log, "r");
+    ck_assert_ptr_nonnull(f);
+    buf[fread(buf, 1, sizeof(buf) - 1, f)] = '\0';
+    fclose(f);
+    ck_assert_msg(strstr(buf, "open files limit is 512") != NULL, "no warning: %s", buf);
+    unlink(log);
+}
+END_TEST
+
 static char *repeat(const char *head, char c, size_t n, const char *tail)
 {
     struct buf b = BUF_INIT;
@@ -920,6 +971,7 @@ static Suite *abuse_suite(void)
     tcase_add_test(tc, test_te_and_content_length);
     tcase_add_test(tc, test_bad_content_length);
     tcase_add_test(tc, test_many_values);
+    tcase_add_test(tc, test_open_files_limit);
     tcase_add_test(tc, test_validation_table);
     tcase_add_test(tc, test_task_descriptors);
     suite_add_tcase(s, tc);
