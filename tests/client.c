@@ -3,6 +3,7 @@
  */
 #include "config.h"
 
+#include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -29,7 +30,7 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-static int read_port(const char *dir)
+int daemon_read_port(const char *dir)
 {
     char path[300];
     FILE *f;
@@ -117,7 +118,7 @@ int daemon_start(struct daemon *d, const char *const *extra)
             d->pid = 0;
             return -1;
         }
-        d->port = read_port(d->dir);
+        d->port = daemon_read_port(d->dir);
         if (d->port > 0) {
             struct http_resp r;
 
@@ -332,4 +333,44 @@ bool daemon_teardown(struct daemon *d, int *status)
     }
     daemon_cleanup(d);
     return true;
+}
+
+void daemon_must_start(struct daemon *d, const char *const *extra)
+{
+    memset(d, 0, sizeof(*d));
+    ck_assert_msg(daemon_start(d, extra) == 0, "qtaud did not start");
+}
+
+void daemon_must_stop(struct daemon *d)
+{
+    int status;
+
+    ck_assert_msg(daemon_teardown(d, &status), "qtaud did not exit cleanly (status %d)",
+                  status);
+}
+
+long long task_submit(const struct daemon *d, const char *body)
+{
+    json_t *t = http_json(d, "POST", "/v1/tasks", body, 201);
+    long long id;
+
+    ck_assert_ptr_nonnull(t);
+    id = jint(t, "id");
+    ck_assert_int_gt(id, 0);
+    json_decref(t);
+    return id;
+}
+
+bool file_contains(const char *path, const char *needle)
+{
+    char buf[8192];
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (!f)
+        return false;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return strstr(buf, needle) != NULL;
 }

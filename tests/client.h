@@ -44,6 +44,19 @@ void daemon_cleanup(struct daemon *d);
  * whether it exited 0 - under ASan a leak or error at exit would not. */
 bool daemon_teardown(struct daemon *d, int *status);
 
+/* Check-test shorthands: each fails the running test with a message. */
+/* memset(d) and daemon_start(d, extra). */
+void daemon_must_start(struct daemon *d, const char *const *extra);
+/* daemon_teardown(d), which must see qtaud exit 0. */
+void daemon_must_stop(struct daemon *d);
+/* POST /v1/tasks with one task; must answer 201 with an id, returned. */
+long long task_submit(const struct daemon *d, const char *body);
+/* The port in <dir>/port, or 0 when there is none (yet). */
+int daemon_read_port(const char *dir);
+
+/* Whether the first 8 KiB of file path (a log, say) hold needle. */
+bool file_contains(const char *path, const char *needle);
+
 /* One request with the daemon's token; body may be NULL; ctype NULL
  * means application/json. */
 int http(const struct daemon *d, const char *method, const char *path,

@@ -38,16 +38,12 @@ static struct daemon d;
 
 static void start(const char *const *extra)
 {
-    memset(&d, 0, sizeof(d));
-    ck_assert_msg(daemon_start(&d, extra) == 0, "qtaud did not start");
+    daemon_must_start(&d, extra);
 }
 
 static void teardown(void)
 {
-    int status;
-
-    ck_assert_msg(daemon_teardown(&d, &status), "qtaud did not exit cleanly (status %d)",
-                  status);
+    daemon_must_stop(&d);
 }
 
 static void sleep_ms(long ms)
@@ -665,8 +661,6 @@ START_TEST(test_open_files_limit)
     struct rlimit rl = { 256, 4096 };
     char log[] = "/tmp/qtaud-test-log-XXXXXX";
     int fd = mkstemp(log);
-    char buf[8192] = "";
-    FILE *f;
 
     ck_assert_int_ge(fd, 0);
     close(fd);
@@ -681,11 +675,7 @@ START_TEST(test_open_files_limit)
     d.log_path = log;
     ck_assert_int_eq(daemon_start(&d, NULL), 0);
     ck_assert_int_eq(open_files_soft(d.pid), 512);
-    f = fopen(log, "r");
-    ck_assert_ptr_nonnull(f);
-    buf[fread(buf, 1, sizeof(buf) - 1, f)] = '\0';
-    fclose(f);
-    ck_assert_msg(strstr(buf, "open files limit is 512") != NULL, "no warning: %s", buf);
+    ck_assert_msg(file_contains(log, "open files limit is 512"), "no warning in %s", log);
     unlink(log);
 }
 END_TEST

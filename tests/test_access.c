@@ -27,16 +27,12 @@ static struct daemon d;
 
 static void start(const char *const *extra)
 {
-    memset(&d, 0, sizeof(d));
-    ck_assert_msg(daemon_start(&d, extra) == 0, "qtaud did not start");
+    daemon_must_start(&d, extra);
 }
 
 static void teardown(void)
 {
-    int status;
-
-    ck_assert_msg(daemon_teardown(&d, &status), "qtaud did not exit cleanly (status %d)",
-                  status);
+    daemon_must_stop(&d);
 }
 
 /* A route's path with its {} filled in. */
@@ -148,20 +144,6 @@ static int run_qtaud(const char *args, const char *log)
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
-static bool file_has(const char *path, const char *needle)
-{
-    char buf[8192];
-    FILE *f = fopen(path, "r");
-    size_t n;
-
-    if (!f)
-        return false;
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return strstr(buf, needle) != NULL;
-}
-
 /* The token file: made once with mode 0600 and kept across restarts; a
  * file others can read, or a configured file that is missing, stops
  * start-up with the reason; a configured token is the one that opens. */
@@ -188,7 +170,7 @@ START_TEST(test_token_file)
     ck_assert_int_eq(chmod(path, 0644), 0);
     snprintf(args, sizeof(args), "--state-dir %s", d.dir);
     ck_assert_int_eq(run_qtaud(args, log), 2);
-    ck_assert_msg(file_has(log, "mode 0600"), "no reason given");
+    ck_assert_msg(file_contains(log, "mode 0600"), "no reason given");
     ck_assert_int_eq(chmod(path, 0600), 0);
 
     /* an empty or short token file is refused too */
@@ -199,7 +181,7 @@ START_TEST(test_token_file)
     chmod(own, 0600);
     snprintf(args, sizeof(args), "--state-dir %s --token-file %s", d.dir, own);
     ck_assert_int_eq(run_qtaud(args, log), 2);
-    ck_assert_msg(file_has(log, "token-file") || file_has(log, "16 to"), "no reason");
+    ck_assert_msg(file_contains(log, "token-file") || file_contains(log, "16 to"), "no reason");
 
     /* a configured file that does not exist is not made up */
     snprintf(args, sizeof(args), "--state-dir %s --token-file %s/nope", d.dir, d.dir);
@@ -251,8 +233,8 @@ START_TEST(test_token_never_logged)
         http_resp_free(&r);
     }
     teardown();
-    ck_assert_msg(file_has(log, "serving on"), "the log is not where the test looks");
-    ck_assert_msg(!file_has(log, d.token) && !file_has(log, "wrong-token-0123456789"),
+    ck_assert_msg(file_contains(log, "serving on"), "the log is not where the test looks");
+    ck_assert_msg(!file_contains(log, d.token) && !file_contains(log, "wrong-token-0123456789"),
                   "a token is in the log");
     unlink(log);
 }
@@ -372,8 +354,8 @@ START_TEST(test_unix_socket_path)
     snprintf(log, sizeof(log), "%s/start.log", d.dir);
     snprintf(args, sizeof(args), "--state-dir %s", d.dir);
     ck_assert_int_ne(run_qtaud(args, log), 0);
-    ck_assert_msg(file_has(log, "not a socket"), "no reason given");
-    ck_assert(file_has(path, "not a socket"));   /* left alone */
+    ck_assert_msg(file_contains(log, "not a socket"), "no reason given");
+    ck_assert(file_contains(path, "not a socket"));   /* left alone */
     unlink(path);
 
     {
@@ -397,14 +379,14 @@ START_TEST(test_non_loopback_warns)
     memset(&d, 0, sizeof(d));
     d.log_path = log;
     ck_assert_int_eq(daemon_start(&d, extra), 0);
-    ck_assert_msg(file_has(log, "not loopback"), "no warning logged");
+    ck_assert_msg(file_contains(log, "not loopback"), "no warning logged");
     teardown();
     unlink(log);
     /* and the default listener says nothing of the kind */
     memset(&d, 0, sizeof(d));
     d.log_path = log;
     ck_assert_int_eq(daemon_start(&d, NULL), 0);
-    ck_assert(!file_has(log, "not loopback"));
+    ck_assert(!file_contains(log, "not loopback"));
     unlink(log);
 }
 END_TEST
@@ -437,7 +419,7 @@ START_TEST(test_state_dir_in_use)
     snprintf(args, sizeof(args), "--state-dir %s --socket none", d.dir);
     ck_assert_int_eq(run_qtaud(args, log), 2);
     snprintf(want, sizeof(want), "in use by another qtaud (pid %d)", (int)d.pid);
-    ck_assert_msg(file_has(log, want), "the refusal does not say '%s'", want);
+    ck_assert_msg(file_contains(log, want), "the refusal does not say '%s'", want);
     t = wait_task(&d, id, 30);
     ck_assert_str_eq(jstr(t, "state"), "SUCCESS");
     ck_assert_int_eq(jint(t, "attempts"), 1);

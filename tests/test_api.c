@@ -28,30 +28,19 @@ static struct daemon d;
 
 static void start(const char *const *extra)
 {
-    memset(&d, 0, sizeof(d));
-    ck_assert_msg(daemon_start(&d, extra) == 0, "qtaud did not start");
+    daemon_must_start(&d, extra);
 }
 
 /* Stops the daemon the way systemd would; it must exit 0 (under ASan a
  * leak or error at exit makes it fail, and so the test). */
 static void teardown(void)
 {
-    int status;
-
-    ck_assert_msg(daemon_teardown(&d, &status), "qtaud did not exit cleanly (status %d)",
-                  status);
+    daemon_must_stop(&d);
 }
 
 static long long submit(const char *body)
 {
-    json_t *t = http_json(&d, "POST", "/v1/tasks", body, 201);
-    long long id;
-
-    ck_assert_ptr_nonnull(t);
-    id = jint(t, "id");
-    ck_assert_int_gt(id, 0);
-    json_decref(t);
-    return id;
+    return task_submit(&d, body);
 }
 
 /* The metrics CSV parsed into records (header first). */

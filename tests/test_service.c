@@ -39,10 +39,7 @@ static struct daemon d;
 
 static void teardown(void)
 {
-    int status;
-
-    ck_assert_msg(daemon_teardown(&d, &status), "qtaud did not exit cleanly (status %d)",
-                  status);
+    daemon_must_stop(&d);
 }
 
 static void make_state_dir(void)
@@ -103,18 +100,7 @@ static void spawn(const struct child_env *ce)
 
 static int read_port_file(void)
 {
-    char path[300];
-    FILE *f;
-    int port = 0;
-
-    snprintf(path, sizeof(path), "%s/port", d.dir);
-    f = fopen(path, "r");
-    if (!f)
-        return 0;
-    if (fscanf(f, "%d", &port) != 1)
-        port = 0;
-    fclose(f);
-    return port;
+    return daemon_read_port(d.dir);
 }
 
 /* Waits until qtaud has written its port file (it does so once it

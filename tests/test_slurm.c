@@ -365,8 +365,6 @@ static void cluster_start(const char *const *more)
 
 static void cluster_teardown(void)
 {
-    int status;
-
     /* a test that failed half way leaves its pilots' jobs holding the
      * node: cancel them, so the next test gets the cores */
     if (d.pid > 0) {
@@ -391,8 +389,7 @@ static void cluster_teardown(void)
         http_resp_free(&r);
     }
 
-    ck_assert_msg(daemon_teardown(&d, &status), "qtaud did not exit cleanly (status %d)",
-                  status);
+    daemon_must_stop(&d);
 }
 
 /* Polls path until its object's state is want (or timeout s); returns the
@@ -445,11 +442,7 @@ static json_t *task_wait_state(long long id, const char *want, double timeout)
 
 static long long submit_one(const char *body)
 {
-    json_t *t = http_json(&d, "POST", "/v1/tasks", body, 201);
-    long long id = jint(t, "id");
-
-    json_decref(t);
-    return id;
+    return task_submit(&d, body);
 }
 
 /* The metrics CSV's data rows as parsed records. */
