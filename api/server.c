@@ -357,6 +357,7 @@ static bool access_allowed(struct api *a, struct request *req,
                            struct MHD_Connection *conn, const struct route *route,
                            struct reply *r)
 {
+    const char *bearer = api_bearer(conn);
     bool token_in_url = false;
 
     if (req->via_unix && !req->peer_is_owner) {
@@ -375,7 +376,7 @@ static bool access_allowed(struct api *a, struct request *req,
                     "the URL");
         return false;
     }
-    if (route->auth == AUTH_PILOT && !api_bearer(conn)) {
+    if (route->auth == AUTH_PILOT && !bearer) {
         /* the scheduler checks which pilot's token it is */
         reply_error(r, 401, "unauthorized", NULL,
                     "agent calls need Authorization: Bearer <the pilot's token>");
@@ -383,10 +384,10 @@ static bool access_allowed(struct api *a, struct request *req,
     }
     if (route->auth != AUTH_OWNER || req->via_unix)
         return true;
-    if (qt_token_equal(a->token, api_bearer(conn)))
+    if (qt_token_equal(a->token, bearer))
         return true;
     reply_error(r, 401, "unauthorized", NULL,
-                api_bearer(conn) ? "the bearer token is not qtaud's token"
+                bearer ? "the bearer token is not qtaud's token"
                                  : "this request needs Authorization: Bearer <token>, "
                                    "the token in qtaud's state dir");
     return false;

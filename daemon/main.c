@@ -125,8 +125,8 @@ static int lock_state_dir(const char *dir, char *msg, size_t len)
  * default max-connections alone.) */
 static void fit_open_files(const struct qtaud_config *cfg)
 {
-    long cores = cfg->local_cores > 0 ? cfg->local_cores : sysconf(_SC_NPROCESSORS_ONLN);
-    rlim_t need = (rlim_t)cfg->max_connections + 2 * (rlim_t)(cores > 0 ? cores : 1)
+    long cores = cfg->local_cores > 0 ? cfg->local_cores : sched_online_cpus();
+    rlim_t need = (rlim_t)cfg->max_connections + 2 * (rlim_t)cores
                   + 64;   /* the store, logs, listeners, libslurm */
     struct rlimit rl;
 

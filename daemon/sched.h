@@ -168,4 +168,7 @@ void sched_set_agent_url(struct sched *s, const char *url);
 /* Makes every change queued so far durable (for readers of the store). */
 int sched_sync(struct sched *s, struct qt_error *err);
 
+/* This host's online CPUs (at least 1): the default local pilot's cores. */
+int sched_online_cpus(void);
+
 #endif

@@ -227,7 +227,6 @@ json_t *sched_task_json(struct sched *s, const struct task *t);
 
 struct pilot *sched_pilot_new(int64_t id, const char *name);
 void sched_pilots_append(struct sched *s, struct pilot *p);
-int sched_online_cpus(void);
 /* Ends the attempt of t, leased to an agent of p, that can no longer be
  * reported (the agent or its pilot is lost): a metrics row, and back to
  * the queue (ANY) or FAILED (named), with why. */
